@@ -1,0 +1,11 @@
+// The rtvoice._core extension module: one init_<component> per component.
+#include "common.hpp"
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "rtvoice native audio core";
+#ifdef RTVOICE_VERSION
+  m.attr("__version__") = RTVOICE_VERSION;
+#endif
+  rtvoice::bind::init_ring(m);
+  rtvoice::bind::init_framer(m);
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian/Ubuntu machine (run as root) and installs rtvoice into ./.venv.
+#   bash scripts/bootstrap.sh [EXTRAS]      e.g. EXTRAS=test or test,bench
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+
+apt_packages=(libopus-dev pkg-config g++ espeak-ng)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -ne 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "rtvoice: missing system packages: ${missing[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+  echo "rtvoice: installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  if ! python3 -m venv .venv 2>/dev/null; then
+    rm -rf .venv
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-dev >/dev/null
+    python3 -m venv .venv
+  fi
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+spec="."
+[ -n "$extras" ] && spec=".[${extras}]"
+.venv/bin/python -m pip install -q "$spec"

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    import rtvoice
+
+    return [f"rtvoice {rtvoice.__version__} (native core {rtvoice._core.__version__}), numpy {np.__version__}"]

@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m) {
 #endif
   rtvoice::bind::init_ring(m);
   rtvoice::bind::init_framer(m);
+  rtvoice::bind::init_opus(m);
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rtvoice._core import AudioRing, Framer
+from rtvoice._core import AudioRing, Framer, OpusDecoder, OpusEncoder, OpusError
 
-__all__ = ["AudioRing", "Framer"]
+__all__ = ["AudioRing", "Framer", "OpusDecoder", "OpusEncoder", "OpusError"]
 __version__ = "0.1.0"

@@ -41,19 +41,31 @@ class PyFramer {
     visit([&](auto& f) { f.reset(start_index); });
   }
 
-  int sample_rate() { return visit([](auto& f) { return f.sample_rate_hz(); }); }
-  int frame_ms() { return visit([](auto& f) { return f.frame_ms(); }); }
-  int channels() { return visit([](auto& f) { return f.channels(); }); }
-  std::size_t frame_samples() { return visit([](auto& f) { return f.frame_frames(); }); }
-  std::size_t pending() { return visit([](auto& f) { return f.pending_frames(); }); }
-  std::uint64_t next_index() { return visit([](auto& f) { return f.next_frame_index(); }); }
+  int sample_rate() {
+    return visit([](auto& f) { return f.sample_rate_hz(); });
+  }
+  int frame_ms() {
+    return visit([](auto& f) { return f.frame_ms(); });
+  }
+  int channels() {
+    return visit([](auto& f) { return f.channels(); });
+  }
+  std::size_t frame_samples() {
+    return visit([](auto& f) { return f.frame_frames(); });
+  }
+  std::size_t pending() {
+    return visit([](auto& f) { return f.pending_frames(); });
+  }
+  std::uint64_t next_index() {
+    return visit([](auto& f) { return f.next_frame_index(); });
+  }
   py::dtype dtype() const {
     return type_ == SampleType::Float32 ? py::dtype::of<float>() : py::dtype::of<std::int16_t>();
   }
 
   std::string repr() {
-    return "Framer(sample_rate=" + std::to_string(sample_rate()) + ", frame_ms=" +
-           std::to_string(frame_ms()) + ", channels=" + std::to_string(channels()) +
+    return "Framer(sample_rate=" + std::to_string(sample_rate()) +
+           ", frame_ms=" + std::to_string(frame_ms()) + ", channels=" + std::to_string(channels()) +
            ", dtype=" + sample_type_name(type_) + ", pending=" + std::to_string(pending()) + ")";
   }
 

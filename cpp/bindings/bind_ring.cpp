@@ -51,23 +51,41 @@ class AudioRing {
     return visit([&](auto& r) { return r.discard(frames); });
   }
 
-  std::size_t available() { return visit([](auto& r) { return r.available_frames(); }); }
-  std::size_t free() { return visit([](auto& r) { return r.free_frames(); }); }
-  std::size_t capacity() { return visit([](auto& r) { return r.capacity(); }); }
+  std::size_t available() {
+    return visit([](auto& r) { return r.available_frames(); });
+  }
+  std::size_t free() {
+    return visit([](auto& r) { return r.free_frames(); });
+  }
+  std::size_t capacity() {
+    return visit([](auto& r) { return r.capacity(); });
+  }
   int channels() const { return channels_; }
   py::dtype dtype() const {
     return type_ == SampleType::Float32 ? py::dtype::of<float>() : py::dtype::of<std::int16_t>();
   }
-  std::uint64_t overrun_frames() { return visit([](auto& r) { return r.overrun_frames(); }); }
-  std::uint64_t overruns() { return visit([](auto& r) { return r.overrun_events(); }); }
-  std::uint64_t underrun_frames() { return visit([](auto& r) { return r.underrun_frames(); }); }
-  std::uint64_t underruns() { return visit([](auto& r) { return r.underrun_events(); }); }
-  std::uint64_t frames_written() { return visit([](auto& r) { return r.frames_written(); }); }
-  std::uint64_t frames_read() { return visit([](auto& r) { return r.frames_read(); }); }
+  std::uint64_t overrun_frames() {
+    return visit([](auto& r) { return r.overrun_frames(); });
+  }
+  std::uint64_t overruns() {
+    return visit([](auto& r) { return r.overrun_events(); });
+  }
+  std::uint64_t underrun_frames() {
+    return visit([](auto& r) { return r.underrun_frames(); });
+  }
+  std::uint64_t underruns() {
+    return visit([](auto& r) { return r.underrun_events(); });
+  }
+  std::uint64_t frames_written() {
+    return visit([](auto& r) { return r.frames_written(); });
+  }
+  std::uint64_t frames_read() {
+    return visit([](auto& r) { return r.frames_read(); });
+  }
 
   std::string repr() {
-    return "AudioRing(capacity=" + std::to_string(capacity()) + ", channels=" +
-           std::to_string(channels_) + ", dtype=" + sample_type_name(type_) +
+    return "AudioRing(capacity=" + std::to_string(capacity()) +
+           ", channels=" + std::to_string(channels_) + ", dtype=" + sample_type_name(type_) +
            ", available=" + std::to_string(available()) + ")";
   }
 
@@ -139,7 +157,8 @@ more than is available returns what there is and counts an underrun.
       .def_property_readonly("channels", &AudioRing::channels)
       .def_property_readonly("dtype", &AudioRing::dtype)
       .def_property_readonly("overruns", &AudioRing::overruns, "Writes that did not fit whole.")
-      .def_property_readonly("overrun_frames", &AudioRing::overrun_frames, "Frames dropped on write.")
+      .def_property_readonly("overrun_frames", &AudioRing::overrun_frames,
+                             "Frames dropped on write.")
       .def_property_readonly("underruns", &AudioRing::underruns, "Reads that came back short.")
       .def_property_readonly("underrun_frames", &AudioRing::underrun_frames,
                              "Frames asked for but not available.")

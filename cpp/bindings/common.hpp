@@ -39,7 +39,8 @@ inline SampleType array_sample_type(const py::array& a, const char* what) {
 // Validates an audio array against `channels` and returns its frame count.
 inline std::size_t audio_frames(const py::array& a, int channels, const char* what) {
   if (!(a.flags() & py::array::c_style)) {
-    throw py::value_error(std::string(what) + " must be C-contiguous (use numpy.ascontiguousarray)");
+    throw py::value_error(std::string(what) +
+                          " must be C-contiguous (use numpy.ascontiguousarray)");
   }
   if (a.ndim() == 1) {
     if (channels != 1) {
@@ -55,7 +56,8 @@ inline std::size_t audio_frames(const py::array& a, int channels, const char* wh
     }
     return static_cast<std::size_t>(a.shape(0));
   }
-  throw py::value_error(std::string(what) + " must be 1-D (frames,) or 2-D (frames, channels), got " +
+  throw py::value_error(std::string(what) +
+                        " must be 1-D (frames,) or 2-D (frames, channels), got " +
                         std::to_string(a.ndim()) + " dimensions");
 }
 
@@ -82,8 +84,8 @@ class ExclusiveUse {
  public:
   ExclusiveUse(std::atomic<bool>& flag, const char* what) : flag_(flag) {
     if (flag_.exchange(true, std::memory_order_acquire)) {
-      throw std::runtime_error(std::string(what) +
-                               " was called from two threads at once; this side has a single owner");
+      throw std::runtime_error(
+          std::string(what) + " was called from two threads at once; this side has a single owner");
     }
   }
   ~ExclusiveUse() { flag_.store(false, std::memory_order_release); }

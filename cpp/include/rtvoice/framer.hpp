@@ -35,7 +35,8 @@ class Framer {
     }
     const long long samples = static_cast<long long>(sample_rate_hz) * frame_ms;
     if (samples % 1000 != 0) {
-      throw std::invalid_argument(std::to_string(frame_ms) + " ms is not a whole number of samples at " +
+      throw std::invalid_argument(std::to_string(frame_ms) +
+                                  " ms is not a whole number of samples at " +
                                   std::to_string(sample_rate_hz) + " Hz");
     }
     frame_frames_ = static_cast<std::size_t>(samples / 1000);

@@ -1,9 +1,9 @@
 // Lock-free single-producer single-consumer ring of interleaved audio frames.
 //
-// Threading contract: exactly one producer thread calls the producer methods 
-// write_regions/commit_write, free_frames) and exactly one consumer thread calls the consumer methods
-// (read, read_regions/commit_read, available_frames, discard). The counters and capacity may be read from any
-// thread. No method blocks, locks or allocates after construction.
+// Threading contract: exactly one producer thread calls the producer methods (write,
+// write_regions/commit_write, free_frames) and exactly one consumer thread calls the consumer
+// methods (read, read_regions/commit_read, available_frames, discard). The counters and capacity
+// may be read from any thread. No method blocks, locks or allocates after construction.
 #pragma once
 
 #include <algorithm>

@@ -7,4 +7,5 @@ import pytest
 def pytest_report_header(config: pytest.Config) -> list[str]:
     import rtvoice
 
-    return [f"rtvoice {rtvoice.__version__} (native core {rtvoice._core.__version__}), numpy {np.__version__}"]
+    native = rtvoice._core.__version__
+    return [f"rtvoice {rtvoice.__version__} (native core {native}), numpy {np.__version__}"]

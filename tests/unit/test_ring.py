@@ -110,9 +110,9 @@ def test_rejects_bad_arrays() -> None:
         AudioRing(8, dtype=np.float64)
     with pytest.raises(ValueError, match="channels"):
         AudioRing(8, channels=0)
+    out = np.zeros((4, 2), np.float32)
+    out.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
-        out = np.zeros((4, 2), np.float32)
-        out.flags.writeable = False
         ring.read_into(out)
     assert ring.available == 0
 
@@ -229,5 +229,6 @@ def test_concurrent_producers_are_refused_not_corrupting() -> None:
         t.join(timeout=60)
     stop.set()
     consumer.join(timeout=10)
-    assert collisions and "two threads" in collisions[0]
+    assert collisions
+    assert "two threads" in collisions[0]
     assert ring.frames_read <= ring.frames_written

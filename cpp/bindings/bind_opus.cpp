@@ -47,7 +47,8 @@ class Packet {
  public:
   Packet(const py::buffer& buf, const char* what) : info_(buf.request()) {
     if (info_.itemsize != 1 || info_.ndim != 1) {
-      throw py::type_error(std::string(what) + " must be bytes, bytearray or a 1-D memoryview of bytes");
+      throw py::type_error(std::string(what) +
+                           " must be bytes, bytearray or a 1-D memoryview of bytes");
     }
     if (info_.strides[0] != 1 && info_.shape[0] > 1) {
       throw py::value_error(std::string(what) + " must be a contiguous buffer");
@@ -95,9 +96,10 @@ class PyOpusEncoder {
     int written = 0;
     {
       py::gil_scoped_release nogil;
-      written = type == SampleType::Float32
-                    ? enc_.encode(static_cast<const float*>(src), n, dst, kOpusMaxPacketBytes)
-                    : enc_.encode(static_cast<const std::int16_t*>(src), n, dst, kOpusMaxPacketBytes);
+      written =
+          type == SampleType::Float32
+              ? enc_.encode(static_cast<const float*>(src), n, dst, kOpusMaxPacketBytes)
+              : enc_.encode(static_cast<const std::int16_t*>(src), n, dst, kOpusMaxPacketBytes);
     }
     if (written < 0) throw OpusError(written, "opus_encode");
     return py::bytes(reinterpret_cast<const char*>(dst), static_cast<std::size_t>(written));
@@ -144,9 +146,9 @@ class PyOpusEncoder {
   }
 
  private:
-  static OpusEncoderConfig make_config(int sample_rate, int channels, const std::string& application,
-                                       int bitrate, int complexity, bool fec, int packet_loss_perc,
-                                       bool dtx) {
+  static OpusEncoderConfig make_config(int sample_rate, int channels,
+                                       const std::string& application, int bitrate, int complexity,
+                                       bool fec, int packet_loss_perc, bool dtx) {
     OpusEncoderConfig c;
     c.sample_rate_hz = sample_rate;
     c.channels = channels;
@@ -172,15 +174,18 @@ class PyOpusDecoder {
     ExclusiveUse guard(busy_, "OpusDecoder.decode");
     const SampleType type = parse_sample_type(dtype);
     const Packet packet(packet_buf, "packet");
-    const int samples = rtvoice::OpusDecoder::packet_samples(packet.data(), packet.size(),
-                                                            dec_.sample_rate_hz());
+    const int samples =
+        rtvoice::OpusDecoder::packet_samples(packet.data(), packet.size(), dec_.sample_rate_hz());
     if (samples < 0) throw OpusError(samples, "opus_packet_get_nb_samples");
-    if (type == SampleType::Float32) return run<float>(samples, [&](float* out) {
-      return dec_.decode(packet.data(), packet.size(), out, samples);
-    }, "opus_decode_float");
-    return run<std::int16_t>(samples, [&](std::int16_t* out) {
-      return dec_.decode(packet.data(), packet.size(), out, samples);
-    }, "opus_decode");
+    if (type == SampleType::Float32)
+      return run<float>(
+          samples,
+          [&](float* out) { return dec_.decode(packet.data(), packet.size(), out, samples); },
+          "opus_decode_float");
+    return run<std::int16_t>(
+        samples,
+        [&](std::int16_t* out) { return dec_.decode(packet.data(), packet.size(), out, samples); },
+        "opus_decode");
   }
 
   py::array decode_fec(const py::buffer& packet_buf, int frame_samples, const py::object& dtype) {
@@ -188,24 +193,32 @@ class PyOpusDecoder {
     const SampleType type = parse_sample_type(dtype);
     const Packet packet(packet_buf, "next_packet");
     check_gap(frame_samples);
-    if (type == SampleType::Float32) return run<float>(frame_samples, [&](float* out) {
-      return dec_.decode_fec(packet.data(), packet.size(), out, frame_samples);
-    }, "opus_decode_float(decode_fec=1)");
-    return run<std::int16_t>(frame_samples, [&](std::int16_t* out) {
-      return dec_.decode_fec(packet.data(), packet.size(), out, frame_samples);
-    }, "opus_decode(decode_fec=1)");
+    if (type == SampleType::Float32)
+      return run<float>(
+          frame_samples,
+          [&](float* out) {
+            return dec_.decode_fec(packet.data(), packet.size(), out, frame_samples);
+          },
+          "opus_decode_float(decode_fec=1)");
+    return run<std::int16_t>(
+        frame_samples,
+        [&](std::int16_t* out) {
+          return dec_.decode_fec(packet.data(), packet.size(), out, frame_samples);
+        },
+        "opus_decode(decode_fec=1)");
   }
 
   py::array conceal(int frame_samples, const py::object& dtype) {
     ExclusiveUse guard(busy_, "OpusDecoder.conceal");
     const SampleType type = parse_sample_type(dtype);
     check_gap(frame_samples);
-    if (type == SampleType::Float32) return run<float>(frame_samples, [&](float* out) {
-      return dec_.conceal(out, frame_samples);
-    }, "opus_decode_float(PLC)");
-    return run<std::int16_t>(frame_samples, [&](std::int16_t* out) {
-      return dec_.conceal(out, frame_samples);
-    }, "opus_decode(PLC)");
+    if (type == SampleType::Float32)
+      return run<float>(
+          frame_samples, [&](float* out) { return dec_.conceal(out, frame_samples); },
+          "opus_decode_float(PLC)");
+    return run<std::int16_t>(
+        frame_samples, [&](std::int16_t* out) { return dec_.conceal(out, frame_samples); },
+        "opus_decode(PLC)");
   }
 
   void reset() {
@@ -229,8 +242,8 @@ class PyOpusDecoder {
     if (!rtvoice::OpusDecoder::gap_samples_valid(rate, frame_samples)) {
       throw py::value_error("frame_samples must be a positive multiple of 2.5 ms (" +
                             std::to_string(rate / 400) + " samples at " + std::to_string(rate) +
-                            " Hz) up to 120 ms (" + std::to_string(rate / 1000 * 120) +
-                            "), got " + std::to_string(frame_samples));
+                            " Hz) up to 120 ms (" + std::to_string(rate / 1000 * 120) + "), got " +
+                            std::to_string(frame_samples));
     }
   }
 
@@ -246,9 +259,8 @@ class PyOpusDecoder {
     }
     if (n < 0) throw OpusError(n, what);
     if (n != samples) {
-      throw OpusError(OPUS_INTERNAL_ERROR, std::string(what) + " returned " +
-                                                    std::to_string(n) + " samples, expected " +
-                                                    std::to_string(samples));
+      throw OpusError(OPUS_INTERNAL_ERROR, std::string(what) + " returned " + std::to_string(n) +
+                                               " samples, expected " + std::to_string(samples));
     }
     return std::move(out);
   }
@@ -295,8 +307,9 @@ void init_opus(py::module_& m) {
     }
   });
 
-  m.def("libopus_version", []() { return libopus_version().text; },
-        "The libopus version string linked at run time, e.g. 'libopus 1.3.1'.");
+  m.def(
+      "libopus_version", []() { return libopus_version().text; },
+      "The libopus version string linked at run time, e.g. 'libopus 1.3.1'.");
 
   py::class_<PyOpusEncoder>(m, "OpusEncoder", R"doc(
 Opus encoder with in-band FEC. Owned by one thread; codec state is allocated once here.
@@ -307,10 +320,9 @@ only produced when ``fec`` is on, ``packet_loss_perc`` > 0 and the bitrate is hi
 for the coded bandwidth (never in CELT-only mode or ``restricted_lowdelay``).
 )doc")
       .def(py::init<int, int, const std::string&, int, int, bool, int, bool>(),
-           py::arg("sample_rate") = 48000, py::arg("channels") = 1,
-           py::arg("application") = "voip", py::arg("bitrate") = 32000,
-           py::arg("complexity") = 9, py::arg("fec") = true, py::arg("packet_loss_perc") = 10,
-           py::arg("dtx") = false)
+           py::arg("sample_rate") = 48000, py::arg("channels") = 1, py::arg("application") = "voip",
+           py::arg("bitrate") = 32000, py::arg("complexity") = 9, py::arg("fec") = true,
+           py::arg("packet_loss_perc") = 10, py::arg("dtx") = false)
       .def("encode", &PyOpusEncoder::encode, py::arg("frame"))
       .def("set_bitrate", &PyOpusEncoder::set_bitrate, py::arg("bitrate"))
       .def("set_fec", &PyOpusEncoder::set_fec, py::arg("enabled"))
@@ -318,22 +330,27 @@ for the coded bandwidth (never in CELT-only mode or ``restricted_lowdelay``).
       .def("set_dtx", &PyOpusEncoder::set_dtx, py::arg("enabled"))
       .def("set_complexity", &PyOpusEncoder::set_complexity, py::arg("complexity"))
       .def("reset", &PyOpusEncoder::reset, "Starts a new stream; settings are kept.")
-      .def_property("bitrate", [](const PyOpusEncoder& e) { return e.config().bitrate_bps; },
-                    &PyOpusEncoder::set_bitrate, "Target bitrate in bits/s (6000..510000).")
-      .def_property("fec", [](const PyOpusEncoder& e) { return e.config().fec; },
-                    &PyOpusEncoder::set_fec, "In-band FEC (LBRR) enabled.")
-      .def_property("packet_loss_perc",
-                    [](const PyOpusEncoder& e) { return e.config().packet_loss_perc; },
-                    &PyOpusEncoder::set_packet_loss_perc, "Expected packet loss in percent (0..100).")
-      .def_property("dtx", [](const PyOpusEncoder& e) { return e.config().dtx; },
-                    &PyOpusEncoder::set_dtx, "Discontinuous transmission enabled.")
-      .def_property("complexity", [](const PyOpusEncoder& e) { return e.config().complexity; },
-                    &PyOpusEncoder::set_complexity, "Encoder complexity (0..10).")
+      .def_property(
+          "bitrate", [](const PyOpusEncoder& e) { return e.config().bitrate_bps; },
+          &PyOpusEncoder::set_bitrate, "Target bitrate in bits/s (6000..510000).")
+      .def_property(
+          "fec", [](const PyOpusEncoder& e) { return e.config().fec; }, &PyOpusEncoder::set_fec,
+          "In-band FEC (LBRR) enabled.")
+      .def_property(
+          "packet_loss_perc", [](const PyOpusEncoder& e) { return e.config().packet_loss_perc; },
+          &PyOpusEncoder::set_packet_loss_perc, "Expected packet loss in percent (0..100).")
+      .def_property(
+          "dtx", [](const PyOpusEncoder& e) { return e.config().dtx; }, &PyOpusEncoder::set_dtx,
+          "Discontinuous transmission enabled.")
+      .def_property(
+          "complexity", [](const PyOpusEncoder& e) { return e.config().complexity; },
+          &PyOpusEncoder::set_complexity, "Encoder complexity (0..10).")
       .def_property_readonly("sample_rate",
                              [](const PyOpusEncoder& e) { return e.config().sample_rate_hz; })
       .def_property_readonly("channels", [](const PyOpusEncoder& e) { return e.config().channels; })
       .def_property_readonly(
-          "application", [](const PyOpusEncoder& e) { return application_name(e.config().application); })
+          "application",
+          [](const PyOpusEncoder& e) { return application_name(e.config().application); })
       .def_property_readonly("lookahead", &PyOpusEncoder::lookahead,
                              "Samples per channel by which decoded audio lags the input.")
       .def_property_readonly("final_range", &PyOpusEncoder::final_range,

@@ -80,7 +80,9 @@ bool opus_rate_supported(int sample_rate_hz) {
 // ---------------------------------------------------------------------------------------------
 // Encoder
 
-void OpusEncoder::Deleter::operator()(::OpusEncoder* st) const noexcept { opus_encoder_destroy(st); }
+void OpusEncoder::Deleter::operator()(::OpusEncoder* st) const noexcept {
+  opus_encoder_destroy(st);
+}
 
 OpusEncoder::OpusEncoder(const OpusEncoderConfig& config) : config_(config) {
   check_rate_channels(config.sample_rate_hz, config.channels);
@@ -91,8 +93,10 @@ OpusEncoder::OpusEncoder(const OpusEncoderConfig& config) : config_(config) {
 
   int err = OPUS_OK;
   st_.reset(opus_encoder_create(config.sample_rate_hz, config.channels, app, &err));
-  if (err != OPUS_OK || !st_) throw OpusError(err != OPUS_OK ? err : OPUS_ALLOC_FAIL, "opus_encoder_create");
-  ctl_or_throw(opus_encoder_ctl(st_.get(), OPUS_SET_BITRATE(config.bitrate_bps)), "OPUS_SET_BITRATE");
+  if (err != OPUS_OK || !st_)
+    throw OpusError(err != OPUS_OK ? err : OPUS_ALLOC_FAIL, "opus_encoder_create");
+  ctl_or_throw(opus_encoder_ctl(st_.get(), OPUS_SET_BITRATE(config.bitrate_bps)),
+               "OPUS_SET_BITRATE");
   ctl_or_throw(opus_encoder_ctl(st_.get(), OPUS_SET_COMPLEXITY(config.complexity)),
                "OPUS_SET_COMPLEXITY");
   ctl_or_throw(opus_encoder_ctl(st_.get(), OPUS_SET_INBAND_FEC(config.fec ? 1 : 0)),
@@ -190,14 +194,17 @@ bool OpusEncoder::in_dtx() const {
 // ---------------------------------------------------------------------------------------------
 // Decoder
 
-void OpusDecoder::Deleter::operator()(::OpusDecoder* st) const noexcept { opus_decoder_destroy(st); }
+void OpusDecoder::Deleter::operator()(::OpusDecoder* st) const noexcept {
+  opus_decoder_destroy(st);
+}
 
 OpusDecoder::OpusDecoder(int sample_rate_hz, int channels)
     : sample_rate_hz_(sample_rate_hz), channels_(channels) {
   check_rate_channels(sample_rate_hz, channels);
   int err = OPUS_OK;
   st_.reset(opus_decoder_create(sample_rate_hz, channels, &err));
-  if (err != OPUS_OK || !st_) throw OpusError(err != OPUS_OK ? err : OPUS_ALLOC_FAIL, "opus_decoder_create");
+  if (err != OPUS_OK || !st_)
+    throw OpusError(err != OPUS_OK ? err : OPUS_ALLOC_FAIL, "opus_decoder_create");
 }
 
 OpusDecoder::~OpusDecoder() = default;
@@ -309,8 +316,8 @@ bool OpusDecoder::packet_has_fec(const std::uint8_t* packet, std::size_t bytes) 
   }
   const unsigned char* frames[48];
   opus_int16 sizes[48];
-  const int count = opus_packet_parse(packet, static_cast<opus_int32>(bytes), nullptr, frames,
-                                      sizes, nullptr);
+  const int count =
+      opus_packet_parse(packet, static_cast<opus_int32>(bytes), nullptr, frames, sizes, nullptr);
   if (count <= 0 || sizes[0] <= 0) return false;  // malformed, or DTX (empty frame)
   // The SILK header (RFC 6716 §4.2.3) opens the range-coded frame with equiprobable flags, so
   // they are the leading bits of the first byte, MSB first: one VAD flag per SILK frame, then

@@ -18,7 +18,9 @@ def test_tone_round_trip_after_lookahead() -> None:
     dec = OpusDecoder()
     x = tone(1.0)
     y = np.concatenate([dec.decode(enc.encode(x[i : i + 960])) for i in range(0, x.size, 960)])
-    assert y.shape == x.shape and y.dtype == np.float32
+    assert y.shape == x.shape
+    assert y.dtype == np.float32
+
     # The decoded signal lags by about the encoder lookahead; SILK's resamplers shift it by a few
     # samples, so take the best lag within 1 ms of it.
     def snr_at(lag: int) -> float:

@@ -1,0 +1,245 @@
+"""The rtvoice exception hierarchy.
+
+Every error rtvoice raises on purpose derives from :class:`RtvoiceError`. HTTP failures map onto
+the same classes as the openai SDK (status 400 → :class:`BadRequestError`, 401 →
+:class:`AuthenticationError`, …) and carry the fields of the API's error envelope
+``{"error": {"message", "type", "param", "code"}}``.
+
+No message built here ever contains a secret: :func:`redact` masks standard keys (``sk-…``) and
+ephemeral keys (``ek_…``) in any text that reaches an exception, a repr or a log record.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIError",
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "ConnectionError",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RateLimitError",
+    "RtvoiceError",
+    "ServerEventError",
+    "SessionError",
+    "SessionExpiredError",
+    "TimeoutError",
+    "TransportError",
+    "UnprocessableEntityError",
+    "error_from_event",
+    "error_from_response",
+    "redact",
+]
+
+# Standard keys: sk-..., sk-proj-..., sk-svcacct-...; ephemeral keys: ek_...; beta-era eph_....
+# Bearer tokens of any shape are masked too, since an Authorization header may hold either.
+_SECRET_RE = re.compile(
+    r"(?:\bsk-[A-Za-z0-9_\-]{4,}|\bek_[A-Za-z0-9_\-]{4,}|\beph_[A-Za-z0-9_\-]{4,}"
+    r"|(?<=Bearer )[A-Za-z0-9_\-\.]{8,}|(?<=openai-insecure-api-key\.)[A-Za-z0-9_\-\.]{4,})"
+)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every API key, ephemeral key or bearer token masked.
+
+    The first four characters of a key survive (``sk-p***``, ``ek_6***``) so that logs still tell
+    which kind of key was involved.
+    """
+    return _SECRET_RE.sub(lambda m: m.group(0)[:4] + "***", text)
+
+
+class RtvoiceError(Exception):
+    """Base class of every error rtvoice raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        self.message = redact(message)
+        super().__init__(self.message)
+
+
+class ConnectionError(RtvoiceError):  # noqa: A001 - deliberate, mirrors openai.APIConnectionError
+    """The server could not be reached (DNS, TCP, TLS, refused, reset)."""
+
+
+class TimeoutError(ConnectionError):  # noqa: A001
+    """A request, the ICE/DTLS handshake or the wait for ``session.created`` timed out."""
+
+
+class TransportError(RtvoiceError):
+    """The WebRTC or WebSocket transport failed after it was set up (ICE failed, channel closed,
+    message too large for the data channel, ...)."""
+
+
+class ProtocolError(RtvoiceError):
+    """The peer broke the protocol: an answer that is not SDP, a missing ``Location``, an event
+    that cannot be used, ..."""
+
+
+class SessionError(RtvoiceError):
+    """A session-level failure: used after close, not connected, a response already active, ..."""
+
+
+class APIError(RtvoiceError):
+    """An error reported by the API, over HTTP or as an ``error`` event.
+
+    ``type``, ``code`` and ``param`` are the fields of the error envelope (``None`` when absent).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        type: str | None = None,  # noqa: A002 - the envelope's field name
+        code: str | None = None,
+        param: str | None = None,
+        event_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.code = code
+        self.param = param
+        self.event_id = event_id
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status={self.status!r}, type={self.type!r}, "
+            f"code={self.code!r}, message={self.message!r})"
+        )
+
+
+class APIStatusError(APIError):
+    """An HTTP response with a 4xx/5xx status."""
+
+    status: int
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        type: str | None = None,  # noqa: A002
+        code: str | None = None,
+        param: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, type=type, code=code, param=param)
+        self.request_id = request_id
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400, e.g. ``invalid_offer`` for an SDP offer without an audio section."""
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401: unknown, revoked or expired key (``invalid_api_key``)."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 403."""
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404."""
+
+
+class ConflictError(APIStatusError):
+    """HTTP 409."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """HTTP 422."""
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429."""
+
+
+class InternalServerError(APIStatusError):
+    """HTTP 5xx."""
+
+
+class ServerEventError(APIError):
+    """An ``error`` event received in a session. ``event_id`` is the id of the client event that
+    caused it (``None`` if the error is not tied to one)."""
+
+
+class SessionExpiredError(ServerEventError):
+    """The server ended the session because it reached its maximum duration (``session_expired``)."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def error_from_response(
+    status: int, body: Any, *, request_id: str | None = None, context: str = ""
+) -> APIStatusError:
+    """Build the error for an HTTP ``status`` and its decoded body (a dict, text, bytes or None).
+
+    The message follows the openai SDK: ``"Error code: <status> - <error.message>"``.
+    """
+    envelope: Mapping[str, Any] = {}
+    if isinstance(body, Mapping):
+        inner = body.get("error")
+        envelope = inner if isinstance(inner, Mapping) else body
+    detail = envelope.get("message") if envelope else None
+    if not isinstance(detail, str) or not detail:
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "replace")
+        detail = body.strip()[:200] if isinstance(body, str) and body.strip() else "(empty body)"
+    prefix = f"{context}: " if context else ""
+    cls = _STATUS_CLASSES.get(status, InternalServerError if status >= 500 else APIStatusError)
+
+    def _str(key: str) -> str | None:
+        value = envelope.get(key) if envelope else None
+        return value if isinstance(value, str) else None
+
+    return cls(
+        f"{prefix}Error code: {status} - {detail}",
+        status=status,
+        type=_str("type"),
+        code=_str("code"),
+        param=_str("param"),
+        request_id=request_id,
+    )
+
+
+def error_from_event(event: Mapping[str, Any]) -> ServerEventError:
+    """Build the error for a server ``error`` event (``{"type":"error","error":{...}}``)."""
+    err = event.get("error")
+    if not isinstance(err, Mapping):
+        err = {}
+    code = err.get("code") if isinstance(err.get("code"), str) else None
+    cls = SessionExpiredError if code == "session_expired" else ServerEventError
+    message = err.get("message")
+    return cls(
+        message if isinstance(message, str) and message else "error event without a message",
+        type=err.get("type") if isinstance(err.get("type"), str) else None,
+        code=code,
+        param=err.get("param") if isinstance(err.get("param"), str) else None,
+        event_id=err.get("event_id") if isinstance(err.get("event_id"), str) else None,
+    )
+
+
+try:  # The native core's codec error, re-exported so that one module lists every rtvoice error.
+    from rtvoice._core import OpusError as OpusError  # type: ignore[attr-defined]
+
+    __all__.append("OpusError")
+except ImportError:  # pragma: no cover - the opus binding has not landed in this build
+    pass

@@ -15,6 +15,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+# The native codec error, re-exported so that this module lists every rtvoice error.
+from rtvoice._core import OpusError
+
 __all__ = [
     "APIError",
     "APIStatusError",
@@ -24,6 +27,7 @@ __all__ = [
     "ConnectionError",
     "InternalServerError",
     "NotFoundError",
+    "OpusError",
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
@@ -64,11 +68,11 @@ class RtvoiceError(Exception):
         super().__init__(self.message)
 
 
-class ConnectionError(RtvoiceError):  # noqa: A001 - deliberate, mirrors openai.APIConnectionError
+class ConnectionError(RtvoiceError):
     """The server could not be reached (DNS, TCP, TLS, refused, reset)."""
 
 
-class TimeoutError(ConnectionError):  # noqa: A001
+class TimeoutError(ConnectionError):
     """A request, the ICE/DTLS handshake or the wait for ``session.created`` timed out."""
 
 
@@ -97,7 +101,7 @@ class APIError(RtvoiceError):
         message: str,
         *,
         status: int | None = None,
-        type: str | None = None,  # noqa: A002 - the envelope's field name
+        type: str | None = None,
         code: str | None = None,
         param: str | None = None,
         event_id: str | None = None,
@@ -126,7 +130,7 @@ class APIStatusError(APIError):
         message: str,
         *,
         status: int,
-        type: str | None = None,  # noqa: A002
+        type: str | None = None,
         code: str | None = None,
         param: str | None = None,
         request_id: str | None = None,
@@ -173,7 +177,7 @@ class ServerEventError(APIError):
 
 
 class SessionExpiredError(ServerEventError):
-    """The server ended the session because it reached its maximum duration (``session_expired``)."""
+    """The session reached its maximum duration (``session_expired``)."""
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
@@ -235,11 +239,3 @@ def error_from_event(event: Mapping[str, Any]) -> ServerEventError:
         param=err.get("param") if isinstance(err.get("param"), str) else None,
         event_id=err.get("event_id") if isinstance(err.get("event_id"), str) else None,
     )
-
-
-try:  # The native core's codec error, re-exported so that one module lists every rtvoice error.
-    from rtvoice._core import OpusError as OpusError  # type: ignore[attr-defined]
-
-    __all__.append("OpusError")
-except ImportError:  # pragma: no cover - the opus binding has not landed in this build
-    pass

@@ -147,7 +147,9 @@ BETA_TO_GA_SERVER_EVENTS: Mapping[str, str] = {
     "transcription_session.updated": "session.updated",
 }
 GA_TO_BETA_SERVER_EVENTS: Mapping[str, str] = {
-    ga: beta for beta, ga in BETA_TO_GA_SERVER_EVENTS.items() if not beta.startswith("transcription_")
+    ga: beta
+    for beta, ga in BETA_TO_GA_SERVER_EVENTS.items()
+    if not beta.startswith("transcription_")
 }
 
 
@@ -316,7 +318,7 @@ _TRANSCRIPT_DONE = {
 def _typed(data: dict[str, Any], beta_type: str | None) -> ServerEvent:
     t: str = data["type"]
     eid = _s(data, "event_id")
-    base = {"type": t, "event_id": eid, "data": data, "beta_type": beta_type}
+    base: dict[str, Any] = {"type": t, "event_id": eid, "data": data, "beta_type": beta_type}
     if t == "error":
         err = _d(data, "error")
         return ErrorEvent(
@@ -343,9 +345,13 @@ def _typed(data: dict[str, Any], beta_type: str | None) -> ServerEvent:
     if t.startswith("output_audio_buffer."):
         return OutputAudioBufferEvent(**base, response_id=_s(data, "response_id"))
     if t == "input_audio_buffer.speech_started":
-        return SpeechStarted(**base, audio_start_ms=_i(data, "audio_start_ms"), item_id=_s(data, "item_id"))
+        return SpeechStarted(
+            **base, audio_start_ms=_i(data, "audio_start_ms"), item_id=_s(data, "item_id")
+        )
     if t == "input_audio_buffer.speech_stopped":
-        return SpeechStopped(**base, audio_end_ms=_i(data, "audio_end_ms"), item_id=_s(data, "item_id"))
+        return SpeechStopped(
+            **base, audio_end_ms=_i(data, "audio_end_ms"), item_id=_s(data, "item_id")
+        )
     if t == "input_audio_buffer.committed":
         return InputAudioCommitted(
             **base, item_id=_s(data, "item_id"), previous_item_id=_s(data, "previous_item_id")
@@ -376,7 +382,10 @@ def _typed(data: dict[str, Any], beta_type: str | None) -> ServerEvent:
     if t == "rate_limits.updated":
         limits = data.get("rate_limits")
         return RateLimitsUpdated(
-            **base, rate_limits=[x for x in limits if isinstance(x, dict)] if isinstance(limits, list) else []
+            **base,
+            rate_limits=[x for x in limits if isinstance(x, dict)]
+            if isinstance(limits, list)
+            else [],
         )
     return ServerEvent(**base)
 
@@ -402,7 +411,8 @@ def parse_server_event(raw: str | bytes | Mapping[str, Any]) -> ServerEvent:
     t = data.get("type")
     if not isinstance(t, str) or not t:
         return _malformed(
-            raw if not isinstance(raw, Mapping) else json.dumps(data)[:200], "missing or non-string 'type'"
+            raw if not isinstance(raw, Mapping) else json.dumps(data)[:200],
+            "missing or non-string 'type'",
         )
     beta_type: str | None = None
     if t in BETA_TO_GA_SERVER_EVENTS:
@@ -572,7 +582,9 @@ def session_beta_to_ga(session: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "input_audio_format" in s:
         f = s.pop("input_audio_format")
-        inp["format"] = copy.deepcopy(_BETA_FORMAT_TO_GA.get(f, {"type": f})) if isinstance(f, str) else f
+        inp["format"] = (
+            copy.deepcopy(_BETA_FORMAT_TO_GA.get(f, {"type": f})) if isinstance(f, str) else f
+        )
     for beta_key, ga_key in (
         ("turn_detection", "turn_detection"),
         ("input_audio_transcription", "transcription"),
@@ -582,7 +594,9 @@ def session_beta_to_ga(session: Mapping[str, Any]) -> dict[str, Any]:
             inp[ga_key] = s.pop(beta_key)
     if "output_audio_format" in s:
         f = s.pop("output_audio_format")
-        out["format"] = copy.deepcopy(_BETA_FORMAT_TO_GA.get(f, {"type": f})) if isinstance(f, str) else f
+        out["format"] = (
+            copy.deepcopy(_BETA_FORMAT_TO_GA.get(f, {"type": f})) if isinstance(f, str) else f
+        )
     for key in ("voice", "speed"):
         if key in s:
             out[key] = s.pop(key)
@@ -647,8 +661,12 @@ def session_update(session: Mapping[str, Any] | None = None, **fields: Any) -> d
     to ``"realtime"``. Convenience keywords ``voice``, ``input_format``/``output_format``,
     ``turn_detection``, ``transcription`` and ``speed`` are placed under ``audio``."""
     s: dict[str, Any] = copy.deepcopy(dict(session)) if session else {}
-    audio_in = {"input_format": "format", "turn_detection": "turn_detection", "transcription": "transcription",
-                "noise_reduction": "noise_reduction"}
+    audio_in = {
+        "input_format": "format",
+        "turn_detection": "turn_detection",
+        "transcription": "transcription",
+        "noise_reduction": "noise_reduction",
+    }
     audio_out = {"voice": "voice", "output_format": "format", "speed": "speed"}
     for key, value in fields.items():
         if key in audio_in:
@@ -666,7 +684,7 @@ def response_create(
     instructions: str | None = None,
     output_modalities: Iterable[str] | None = None,
     conversation: str | None = None,
-    input: Iterable[Mapping[str, Any]] | None = None,  # noqa: A002 - the API's field name
+    input: Iterable[Mapping[str, Any]] | None = None,
     metadata: Mapping[str, str] | None = None,
     tool_choice: Any = None,
     tools: Iterable[Mapping[str, Any]] | None = None,
@@ -700,7 +718,10 @@ def response_create(
 
 
 def conversation_item_create_text(
-    text: str, *, role: Literal["user", "system", "assistant"] = "user", previous_item_id: str | None = None
+    text: str,
+    *,
+    role: Literal["user", "system", "assistant"] = "user",
+    previous_item_id: str | None = None,
 ) -> dict[str, Any]:
     """``conversation.item.create`` with a text message."""
     if not isinstance(text, str):
@@ -716,7 +737,7 @@ def conversation_item_create_text(
 
 
 def function_call_output(call_id: str, output: Any) -> dict[str, Any]:
-    """``conversation.item.create`` carrying a tool result; a non-string ``output`` is JSON-encoded."""
+    """``conversation.item.create`` with a tool result (a non-string ``output`` is JSON-encoded)."""
     if not isinstance(call_id, str) or not call_id:
         raise ValueError("call_id must be a non-empty string")
     out = output if isinstance(output, str) else json.dumps(output)
@@ -726,7 +747,9 @@ def function_call_output(call_id: str, output: Any) -> dict[str, Any]:
     }
 
 
-def conversation_item_truncate(item_id: str, audio_end_ms: int, *, content_index: int = 0) -> dict[str, Any]:
+def conversation_item_truncate(
+    item_id: str, audio_end_ms: int, *, content_index: int = 0
+) -> dict[str, Any]:
     """``conversation.item.truncate``; ``audio_end_ms`` is a non-negative integer."""
     if isinstance(audio_end_ms, bool) or not isinstance(audio_end_ms, int) or audio_end_ms < 0:
         raise ValueError(f"audio_end_ms must be a non-negative int, got {audio_end_ms!r}")

@@ -22,7 +22,9 @@ _FORBID = pydantic.ConfigDict(extra="forbid")
 _GA_PARAM = pydantic.TypeAdapter(RealtimeClientEventParam, config=_FORBID)
 # response.create's `input` also accepts item references; this variant of the param covers them.
 # (wrapped in a list because TypeAdapter refuses a config for a bare TypedDict)
-_GA_RESPONSE_CREATE = pydantic.TypeAdapter(list[ResponseCreateEventWithReferencesParam], config=_FORBID)
+_GA_RESPONSE_CREATE = pydantic.TypeAdapter(
+    list[ResponseCreateEventWithReferencesParam], config=_FORBID
+)
 _BETA_PARAM = pydantic.TypeAdapter(BetaClientEventParam, config=_FORBID)
 _SERVER = pydantic.TypeAdapter(RealtimeServerEvent)
 
@@ -51,7 +53,11 @@ def _consume(value: Any) -> Any:
 
 
 def _has_item_reference(event: dict[str, Any]) -> bool:
-    inputs = event.get("response", {}).get("input", []) if isinstance(event.get("response"), dict) else []
+    inputs = (
+        event.get("response", {}).get("input", [])
+        if isinstance(event.get("response"), dict)
+        else []
+    )
     return any(i.get("type") == "item_reference" for i in inputs)
 
 
@@ -77,7 +83,11 @@ TOOL = {
     "type": "function",
     "name": "get_weather",
     "description": "Weather for a city",
-    "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
+    "parameters": {
+        "type": "object",
+        "properties": {"location": {"type": "string"}},
+        "required": ["location"],
+    },
 }
 
 BUILT = [
@@ -111,7 +121,11 @@ BUILT = [
         metadata={"purpose": "summary"},
         input=[
             {"type": "item_reference", "id": "item_12345"},
-            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Summarize."}]},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Summarize."}],
+            },
         ],
         max_output_tokens=512,
     ),
@@ -151,34 +165,47 @@ def test_beta_shapes_validate_against_the_beta_sdk(event: dict[str, Any]) -> Non
     wire = json.loads(codec.encode(event))
     # Fields the beta API never had (GA-only) are not produced by our builders except these:
     if wire["type"] == "session.update":
-        assert "type" not in wire["session"] and "audio" not in wire["session"]
+        assert "type" not in wire["session"]
+        assert "audio" not in wire["session"]
     assert_sdk_valid(wire, beta=True)
 
 
 def test_extras_check_can_fail() -> None:
     with pytest.raises(pydantic.ValidationError):
-        assert_sdk_valid({"type": "session.update", "session": {"type": "realtime", "modalities": ["audio"]}})
-    model = _GA.validate_python({"type": "session.update", "session": {"type": "realtime", "modalities": ["a"]}})
+        assert_sdk_valid(
+            {"type": "session.update", "session": {"type": "realtime", "modalities": ["audio"]}}
+        )
+    model = _GA.validate_python(
+        {"type": "session.update", "session": {"type": "realtime", "modalities": ["a"]}}
+    )
     assert _extras(model) == [".session.modalities"]
     with pytest.raises(pydantic.ValidationError):
         assert_sdk_valid({"type": "response.create", "response": {"output_modalities": "audio"}})
     with pytest.raises(pydantic.ValidationError):  # an invalid item inside an Iterable field
-        assert_sdk_valid({"type": "response.create", "response": {"input": [{"type": "item_reference"}]}})
+        assert_sdk_valid(
+            {"type": "response.create", "response": {"input": [{"type": "item_reference"}]}}
+        )
     with pytest.raises(pydantic.ValidationError):
-        assert_sdk_valid({"type": "session.update", "session": {"voice": "alloy", "bogus": 1}}, beta=True)
+        assert_sdk_valid(
+            {"type": "session.update", "session": {"voice": "alloy", "bogus": 1}}, beta=True
+        )
 
 
 def test_session_update_ga_to_beta_mapping() -> None:
     beta = ev.to_beta(BUILT[1])
     s = beta["session"]
     assert s["modalities"] == ["text", "audio"]
-    assert s["voice"] == "marin" and s["speed"] == 1.1
-    assert s["input_audio_format"] == "pcm16" and s["output_audio_format"] == "pcm16"
+    assert s["voice"] == "marin"
+    assert s["speed"] == 1.1
+    assert s["input_audio_format"] == "pcm16"
+    assert s["output_audio_format"] == "pcm16"
     assert s["turn_detection"]["type"] == "server_vad"
     assert s["input_audio_transcription"] == {"model": "gpt-4o-mini-transcribe"}
     assert s["max_response_output_tokens"] == "inf"
     assert ev.session_beta_to_ga(s) == BUILT[1]["session"]
-    g711 = ev.session_ga_to_beta({"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcmu"}}}})
+    g711 = ev.session_ga_to_beta(
+        {"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcmu"}}}}
+    )
     assert g711 == {"input_audio_format": "g711_ulaw"}
     trans = ev.to_beta(ev.session_update({"type": "transcription"}))
     assert trans["type"] == "transcription_session.update"
@@ -196,7 +223,7 @@ def test_event_ids_unique_and_kept() -> None:
     assert a["event_id"] != b["event_id"]
     c = codec.prepare({"type": "response.cancel", "event_id": "mine"})
     assert c["event_id"] == "mine"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no 'type'"):
         codec.prepare({"event_id": "x"})
     with pytest.raises(TypeError):
         codec.prepare("response.create")  # type: ignore[arg-type]
@@ -229,11 +256,14 @@ def test_error_matched_to_client_event() -> None:
     assert isinstance(got, ev.ErrorEvent)
     assert got.client_event_id == sent["event_id"]
     assert got.client_event == sent
-    assert got.code == "unknown_parameter" and got.param == "session.modalities"
+    assert got.code == "unknown_parameter"
+    assert got.param == "session.modalities"
     exc = got.exception()
-    assert isinstance(exc, ServerEventError) and exc.event_id == sent["event_id"]
+    assert isinstance(exc, ServerEventError)
+    assert exc.event_id == sent["event_id"]
     unmatched = codec.decode(raw.replace(sent["event_id"], "evt_unknown"))
-    assert isinstance(unmatched, ev.ErrorEvent) and unmatched.client_event is None
+    assert isinstance(unmatched, ev.ErrorEvent)
+    assert unmatched.client_event is None
 
 
 def test_error_memory_is_bounded() -> None:
@@ -249,7 +279,11 @@ def test_session_expired_maps_to_its_exception() -> None:
         {
             "type": "error",
             "event_id": "e1",
-            "error": {"type": "invalid_request_error", "code": "session_expired", "message": "max duration"},
+            "error": {
+                "type": "invalid_request_error",
+                "code": "session_expired",
+                "message": "max duration",
+            },
         }
     )
     assert isinstance(got, ev.ErrorEvent)
@@ -258,11 +292,17 @@ def test_session_expired_maps_to_its_exception() -> None:
 
 @pytest.mark.parametrize(
     ("beta", "ga"),
-    sorted((k, v) for k, v in ev.BETA_TO_GA_SERVER_EVENTS.items() if not k.startswith("transcription_")),
+    sorted(
+        (k, v) for k, v in ev.BETA_TO_GA_SERVER_EVENTS.items() if not k.startswith("transcription_")
+    ),
 )
 def test_beta_names_normalized(beta: str, ga: str) -> None:
-    got = ev.parse_server_event(json.dumps({"type": beta, "event_id": "e", "delta": "ab", "transcript": "t"}))
-    assert got.type == ga and got.beta_type == beta and got.data["type"] == ga
+    got = ev.parse_server_event(
+        json.dumps({"type": beta, "event_id": "e", "delta": "ab", "transcript": "t"})
+    )
+    assert got.type == ga
+    assert got.beta_type == beta
+    assert got.data["type"] == ga
     assert ga in ev.GA_SERVER_EVENT_TYPES
 
 
@@ -271,31 +311,88 @@ def test_beta_session_created_reshaped_to_ga() -> None:
         {
             "type": "session.created",
             "event_id": "e",
-            "session": {"id": "sess_1", "modalities": ["text", "audio"], "voice": "alloy", "input_audio_format": "pcm16"},
+            "session": {
+                "id": "sess_1",
+                "modalities": ["text", "audio"],
+                "voice": "alloy",
+                "input_audio_format": "pcm16",
+            },
         }
     )
     assert isinstance(got, ev.SessionEvent)
     assert got.session["audio"]["output"]["voice"] == "alloy"
     assert got.session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
-    assert got.session["output_modalities"] == ["audio"] and got.session_id == "sess_1"
+    assert got.session["output_modalities"] == ["audio"]
+    assert got.session_id == "sess_1"
 
 
 SERVER_SAMPLES: list[dict[str, Any]] = [
-    {"type": "response.output_audio_transcript.delta", "event_id": "event_4546", "response_id": "resp_001",
-     "item_id": "msg_008", "output_index": 0, "content_index": 0, "delta": "Hello, how can I a"},
-    {"type": "response.function_call_arguments.done", "event_id": "event_5556", "response_id": "resp_002",
-     "item_id": "fc_001", "output_index": 0, "call_id": "call_001", "name": "get_weather",
-     "arguments": "{\"location\": \"San Francisco\"}"},
-    {"type": "input_audio_buffer.speech_started", "event_id": "event_1516", "audio_start_ms": 1000, "item_id": "msg_003"},
-    {"type": "input_audio_buffer.speech_stopped", "event_id": "event_1517", "audio_end_ms": 2000, "item_id": "msg_003"},
-    {"type": "input_audio_buffer.committed", "event_id": "e", "item_id": "msg_003", "previous_item_id": None},
-    {"type": "output_audio_buffer.started", "event_id": "event_abc123", "response_id": "resp_abc123"},
-    {"type": "rate_limits.updated", "event_id": "event_5758", "rate_limits": [
-        {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60}]},
-    {"type": "response.done", "event_id": "e", "response": {"object": "realtime.response", "id": "resp_1",
-     "status": "cancelled", "status_details": {"type": "cancelled", "reason": "turn_detected"}, "output": []}},
-    {"type": "conversation.item.input_audio_transcription.completed", "event_id": "e", "item_id": "msg_003",
-     "content_index": 0, "transcript": "hello", "usage": {"type": "duration", "seconds": 1.0}},
+    {
+        "type": "response.output_audio_transcript.delta",
+        "event_id": "event_4546",
+        "response_id": "resp_001",
+        "item_id": "msg_008",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "Hello, how can I a",
+    },
+    {
+        "type": "response.function_call_arguments.done",
+        "event_id": "event_5556",
+        "response_id": "resp_002",
+        "item_id": "fc_001",
+        "output_index": 0,
+        "call_id": "call_001",
+        "name": "get_weather",
+        "arguments": '{"location": "San Francisco"}',
+    },
+    {
+        "type": "input_audio_buffer.speech_started",
+        "event_id": "event_1516",
+        "audio_start_ms": 1000,
+        "item_id": "msg_003",
+    },
+    {
+        "type": "input_audio_buffer.speech_stopped",
+        "event_id": "event_1517",
+        "audio_end_ms": 2000,
+        "item_id": "msg_003",
+    },
+    {
+        "type": "input_audio_buffer.committed",
+        "event_id": "e",
+        "item_id": "msg_003",
+        "previous_item_id": None,
+    },
+    {
+        "type": "output_audio_buffer.started",
+        "event_id": "event_abc123",
+        "response_id": "resp_abc123",
+    },
+    {
+        "type": "rate_limits.updated",
+        "event_id": "event_5758",
+        "rate_limits": [{"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60}],
+    },
+    {
+        "type": "response.done",
+        "event_id": "e",
+        "response": {
+            "object": "realtime.response",
+            "id": "resp_1",
+            "status": "cancelled",
+            "status_details": {"type": "cancelled", "reason": "turn_detected"},
+            "output": [],
+        },
+    },
+    {
+        "type": "conversation.item.input_audio_transcription.completed",
+        "event_id": "e",
+        "item_id": "msg_003",
+        "content_index": 0,
+        "transcript": "hello",
+        "usage": {"type": "duration", "seconds": 1.0},
+    },
 ]
 
 
@@ -304,66 +401,99 @@ def test_typed_server_events(sample: dict[str, Any]) -> None:
     _SERVER.validate_python(sample)  # the samples themselves are valid GA server events
     got = ev.parse_server_event(json.dumps(sample))
     assert type(got) is not ev.ServerEvent
-    assert got.data == sample and got.type == sample["type"] and got.event_id == sample["event_id"]
+    assert got.data == sample
+    assert got.type == sample["type"]
+    assert got.event_id == sample["event_id"]
     if isinstance(got, ev.TranscriptDelta):
-        assert got.delta == "Hello, how can I a" and got.response_id == "resp_001"
+        assert got.delta == "Hello, how can I a"
+        assert got.response_id == "resp_001"
     elif isinstance(got, ev.FunctionCallArgumentsDone):
-        assert got.parsed_arguments() == {"location": "San Francisco"} and got.call_id == "call_001"
+        assert got.parsed_arguments() == {"location": "San Francisco"}
+        assert got.call_id == "call_001"
     elif isinstance(got, ev.SpeechStarted):
-        assert got.audio_start_ms == 1000 and got.item_id == "msg_003"
+        assert got.audio_start_ms == 1000
+        assert got.item_id == "msg_003"
     elif isinstance(got, ev.SpeechStopped):
         assert got.audio_end_ms == 2000
     elif isinstance(got, ev.InputAudioCommitted):
-        assert got.item_id == "msg_003" and got.previous_item_id is None
+        assert got.item_id == "msg_003"
+        assert got.previous_item_id is None
     elif isinstance(got, ev.OutputAudioBufferEvent):
         assert got.response_id == "resp_abc123"
     elif isinstance(got, ev.RateLimitsUpdated):
         assert got.rate_limits[0]["remaining"] == 999
     elif isinstance(got, ev.ResponseEvent):
-        assert got.status == "cancelled" and got.status_details == {"type": "cancelled", "reason": "turn_detected"}
+        assert got.status == "cancelled"
+        assert got.status_details == {
+            "type": "cancelled",
+            "reason": "turn_detected",
+        }
     elif isinstance(got, ev.TranscriptDone):
-        assert got.transcript == "hello" and got.item_id == "msg_003"
+        assert got.transcript == "hello"
+        assert got.item_id == "msg_003"
     else:
         pytest.fail(f"unexpected class {type(got).__name__}")
 
 
 def test_unknown_events_pass_through_untouched() -> None:
-    sample = {"type": "mcp_list_tools.completed", "event_id": "e", "item_id": "x", "extra": {"nested": [1, 2]}}
+    sample = {
+        "type": "mcp_list_tools.completed",
+        "event_id": "e",
+        "item_id": "x",
+        "extra": {"nested": [1, 2]},
+    }
     got = ev.EventCodec().decode(json.dumps(sample))
-    assert type(got) is ev.ServerEvent and got.data == sample and got["extra"] == {"nested": [1, 2]}
+    assert type(got) is ev.ServerEvent
+    assert got.data == sample
+    assert got["extra"] == {"nested": [1, 2]}
     future = ev.parse_server_event('{"type":"brand.new.event","x":1}')
-    assert future.type == "brand.new.event" and future.data == {"type": "brand.new.event", "x": 1}
+    assert future.type == "brand.new.event"
+    assert future.data == {"type": "brand.new.event", "x": 1}
 
 
 @pytest.mark.parametrize(
     "raw",
-    ["not json", b"\xff\xfe", "[1,2]", "42", '{"no_type": 1}', '{"type": 5}', '{"type": ""}', "", '{"type":"x"'],
+    [
+        "not json",
+        b"\xff\xfe",
+        "[1,2]",
+        "42",
+        '{"no_type": 1}',
+        '{"type": 5}',
+        '{"type": ""}',
+        "",
+        '{"type":"x"',
+    ],
 )
 def test_malformed_is_an_event_and_counted(raw: str | bytes) -> None:
     codec = ev.EventCodec()
     got = codec.decode(raw)
     assert isinstance(got, ev.MalformedEvent)
-    assert got.type == ev.MALFORMED_EVENT and got.reason
-    assert codec.malformed_count == 1 and codec.received_count == 1
+    assert got.type == ev.MALFORMED_EVENT
+    assert got.reason
+    assert codec.malformed_count == 1
+    assert codec.received_count == 1
     ok = codec.decode('{"type":"session.created","event_id":"e","session":{"id":"s"}}')
-    assert isinstance(ok, ev.SessionEvent) and codec.malformed_count == 1
+    assert isinstance(ok, ev.SessionEvent)
+    assert codec.malformed_count == 1
 
 
 def test_malformed_raw_is_truncated() -> None:
     got = ev.parse_server_event("x" * 10_000)
-    assert isinstance(got, ev.MalformedEvent) and len(got.raw) == 200
+    assert isinstance(got, ev.MalformedEvent)
+    assert len(got.raw) == 200
 
 
 def test_builder_argument_checks() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="audio_end_ms"):
         ev.conversation_item_truncate("i", -1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="audio_end_ms"):
         ev.conversation_item_truncate("i", 1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="call_id"):
         ev.function_call_output("", "x")
     with pytest.raises(TypeError):
         ev.input_audio_buffer_append(123)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         ev.conversation_item_create_text(b"x")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="api_version"):
         ev.EventCodec("v2")  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""WebRTC helpers shared by the client transport and the simulator."""

@@ -53,6 +53,32 @@ def test_gathering_is_scoped() -> None:
     assert aioice.ice.get_host_addresses is loopback._hooked_get_host_addresses
 
 
+def test_restrict_to_loopback_is_per_connection() -> None:
+    async def main() -> tuple[str, str]:
+        restricted = loopback.restrict_to_loopback(
+            RTCPeerConnection(loopback.loopback_configuration())
+        )
+        assert loopback.restrict_to_loopback(restricted) is restricted  # idempotent
+        plain = RTCPeerConnection(loopback.loopback_configuration())
+        try:
+            return await _offer(restricted), await _offer(plain)
+        finally:
+            await restricted.close()
+            await plain.close()
+
+    restricted_sdp, plain_sdp = asyncio.run(main())
+    loopback.assert_loopback_sdp(restricted_sdp)
+    assert "127.0.0.1" not in loopback.sdp_candidate_addresses(plain_sdp)
+
+
+def test_hook_survives_a_replaced_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    with loopback.loopback_only():
+        pass
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["10.9.9.9"])
+    with loopback.loopback_only():
+        assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
+
+
 def test_two_peers_connect_over_loopback_only() -> None:
     async def main() -> None:
         offerer = RTCPeerConnection(loopback.loopback_configuration())

@@ -44,6 +44,7 @@ __all__ = [
     "loopback_configuration",
     "loopback_only",
     "nominated_pairs",
+    "restrict_to_loopback",
     "sdp_candidate_addresses",
 ]
 
@@ -110,14 +111,20 @@ def _hooked_get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 
 def _install() -> None:
+    """Put the hook into ``aioice.ice`` (again, if something such as a test's monkeypatch
+    replaced it since)."""
     global _original
     with _install_lock:
-        if _original is not None:
-            return
-        check_supported()
         import aioice.ice
 
-        _original = aioice.ice.get_host_addresses
+        current = aioice.ice.get_host_addresses
+        if current is _hooked_get_host_addresses:
+            return
+        if _original is None:
+            check_supported()
+            _original = current
+        elif getattr(current, "__module__", None) == "aioice.ice":
+            _original = current
         aioice.ice.get_host_addresses = _hooked_get_host_addresses
 
 
@@ -130,6 +137,24 @@ def loopback_only() -> Iterator[None]:
         yield
     finally:
         _active.reset(token)
+
+
+def restrict_to_loopback(pc: Any) -> Any:
+    """Make every ``setLocalDescription`` of this aiortc ``RTCPeerConnection`` gather 127.0.0.1
+    only (aiortc gathers inside ``setLocalDescription``). Returns ``pc``. Create ``pc`` with
+    :func:`loopback_configuration` (or another config without STUN/TURN servers) as well."""
+    _install()
+    if getattr(pc, "_rtvoice_loopback", False):
+        return pc
+    original = pc.setLocalDescription
+
+    async def set_local_description(description: Any = None) -> None:
+        with loopback_only():
+            await original(description)
+
+    pc.setLocalDescription = set_local_description
+    pc._rtvoice_loopback = True
+    return pc
 
 
 def loopback_configuration() -> Any:

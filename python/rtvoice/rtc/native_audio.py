@@ -1,0 +1,186 @@
+"""The native audio path's hook into aiortc: the one module that touches aiortc's RTP internals.
+
+Outbound: :class:`EncodedAudioTrack` yields Opus packets that are already encoded (``av.Packet``
+with ``pts``/``time_base`` taken from the sample count). aiortc's ``RTCRtpSender`` hands packets,
+unlike frames, to its codec's ``pack()``, which for Opus copies the payload as-is: Opus is
+encoded exactly once, by the native core.
+
+Inbound: :func:`attach_rtp_sink` replaces the receiver's own jitter buffer with a tap that hands
+each RTP packet (sequence number, timestamp, payload, arrival time) to an :class:`RtpSink` and
+returns nothing to aiortc, so aiortc's jitter buffer and decoder never see the audio. Everything
+aiortc does before its jitter buffer (SRTP, payload-type check, RTX unwrapping, receiver
+statistics and RTCP reports) keeps working.
+
+Supported aiortc versions: :data:`SUPPORTED_AIORTC`. :func:`check_aiortc` fails loudly on any
+other version or when the internals relied on here have moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import aiortc
+import av
+from aiortc.codecs import opus as aiortc_opus
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCRtpSender
+
+__all__ = [
+    "SUPPORTED_AIORTC",
+    "AiortcCompatibilityError",
+    "EncodedAudioTrack",
+    "PacketSource",
+    "RtpSink",
+    "RtpTap",
+    "attach_rtp_sink",
+    "check_aiortc",
+]
+
+# Major.minor versions whose internals this module was checked against (see check_aiortc).
+SUPPORTED_AIORTC: tuple[str, ...] = ("1.16",)
+
+OPUS_CLOCK_RATE_HZ = 48000
+
+# Name-mangled attribute of RTCRtpReceiver holding its JitterBuffer (aiortc/rtcrtpreceiver.py).
+_RECEIVER_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+
+
+class AiortcCompatibilityError(RuntimeError):
+    """The installed aiortc is not one whose RTP internals the native audio path supports."""
+
+
+@runtime_checkable
+class PacketSource(Protocol):
+    """Where outbound Opus packets come from (the native Uplink or the audio engine).
+
+    ``pop_packet()`` is called on the network thread and never blocks: it returns
+    ``(payload, rtp_timestamp, seq)`` (timestamp in 48 kHz samples from the sample count) or
+    ``None`` when no packet is ready yet.
+    """
+
+    def pop_packet(self) -> tuple[bytes, int, int] | None: ...
+
+
+@runtime_checkable
+class RtpSink(Protocol):
+    """Where inbound Opus RTP goes (the native Downlink or the audio engine).
+
+    Called on the network thread for every packet; must not block.
+    """
+
+    def push_rtp(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> None: ...
+
+
+def check_aiortc() -> None:
+    """Raise :class:`AiortcCompatibilityError` unless aiortc's internals are the ones used here."""
+    version = getattr(aiortc, "__version__", "unknown")
+    if not any(version == v or version.startswith(v + ".") for v in SUPPORTED_AIORTC):
+        raise AiortcCompatibilityError(
+            f"rtvoice's native audio path supports aiortc {', '.join(SUPPORTED_AIORTC)}.x, "
+            f"found aiortc {version}; install a supported version (pip install 'aiortc~=1.16.0')"
+        )
+    problems = []
+    if not callable(getattr(aiortc_opus.OpusEncoder, "pack", None)):
+        problems.append("aiortc.codecs.opus.OpusEncoder.pack() is gone")
+    if not hasattr(RTCRtpSender, "_next_encoded_frame"):
+        problems.append("RTCRtpSender._next_encoded_frame() is gone")
+    if not hasattr(RTCRtpReceiver, "_handle_rtp_packet"):
+        problems.append("RTCRtpReceiver._handle_rtp_packet() is gone")
+    if problems:
+        raise AiortcCompatibilityError(
+            f"aiortc {version} changed internals the native audio path relies on: "
+            + "; ".join(problems)
+        )
+
+
+class EncodedAudioTrack(MediaStreamTrack):
+    """An audio track whose frames are already-encoded Opus packets from a :class:`PacketSource`.
+
+    Runs on the event loop of the peer connection. Packet timing comes from the source (it
+    releases a packet when its sample clock says so); this track only polls it. ``due_ns``, when
+    given, returns the monotonic time at which the source's next packet is due, so the track
+    sleeps until then instead of polling at ``poll_interval_s``.
+    """
+
+    kind = "audio"
+
+    def __init__(
+        self,
+        source: PacketSource,
+        *,
+        due_ns: Callable[[], int | None] | None = None,
+        poll_interval_s: float = 0.002,
+    ) -> None:
+        super().__init__()
+        self._source = source
+        self._due_ns = due_ns
+        self._poll_interval_s = poll_interval_s
+        self._time_base = fractions.Fraction(1, OPUS_CLOCK_RATE_HZ)
+        self.packets_sent = 0
+        self.bytes_sent = 0
+
+    async def recv(self) -> Any:
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            item = self._source.pop_packet()
+            if item is not None:
+                payload, rtp_timestamp, _seq = item
+                packet = av.Packet(bytes(payload))
+                packet.pts = int(rtp_timestamp)
+                packet.time_base = self._time_base
+                self.packets_sent += 1
+                self.bytes_sent += len(payload)
+                return packet
+            delay_s = self._poll_interval_s
+            if self._due_ns is not None:
+                due = self._due_ns()
+                if due is not None:
+                    delay_s = min(max((due - time.monotonic_ns()) / 1e9, 0.0), 0.1)
+            await asyncio.sleep(delay_s)
+
+
+class RtpTap:
+    """Stands in for aiortc's receiver jitter buffer: forwards every packet to an RtpSink.
+
+    ``add()`` has the signature of ``aiortc.jitterbuffer.JitterBuffer.add`` and always returns
+    ``(False, None)`` (no picture loss, no frame to decode), so aiortc's decoder stays idle.
+    """
+
+    def __init__(self, sink: RtpSink, clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        self.sink = sink
+        self._clock_ns = clock_ns
+        self.packets = 0
+        self.bytes = 0
+
+    def add(self, packet: Any) -> tuple[bool, None]:
+        payload = bytes(packet.payload)
+        self.packets += 1
+        self.bytes += len(payload)
+        if payload:
+            self.sink.push_rtp(
+                int(packet.sequence_number), int(packet.timestamp), payload, self._clock_ns()
+            )
+        return False, None
+
+
+def attach_rtp_sink(receiver: RTCRtpReceiver, sink: RtpSink) -> RtpTap:
+    """Route the receiver's inbound RTP to ``sink`` instead of aiortc's jitter buffer and decoder.
+
+    Call it before the first packet arrives (right after ``addTransceiver``).
+    """
+    check_aiortc()
+    current = getattr(receiver, _RECEIVER_JITTER_ATTR, None)
+    if current is None or not callable(getattr(current, "add", None)):
+        raise AiortcCompatibilityError(
+            f"aiortc {aiortc.__version__}: RTCRtpReceiver has no jitter buffer at "
+            f"{_RECEIVER_JITTER_ATTR}; the native audio path cannot intercept inbound RTP"
+        )
+    tap = RtpTap(sink)
+    setattr(receiver, _RECEIVER_JITTER_ATTR, tap)
+    return tap

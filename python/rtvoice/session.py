@@ -1,0 +1,623 @@
+"""RealtimeSession: the public API for one live voice conversation.
+
+    async with rtvoice.connect(model="gpt-realtime", instructions="Be brief.") as session:
+        await session.send_audio(pcm, 16000)
+        async for event in session:
+            ...
+
+The session owns one transport (WebRTC) and one audio engine. Audio never passes through the
+event loop on its way to the wire or the speaker: the uplink releases packets on its sample clock
+on the transport's own thread, and the downlink is pulled by a playout clock thread (or a device
+callback). The loop handles events, tools, barge-in and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import inspect
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from rtvoice import errors, events
+from rtvoice.audio.engine import Downlink, DownlinkStats, PlayoutThread, Uplink, UplinkStats
+from rtvoice.transports.webrtc import ConnectTimings, WebRTCTransport
+
+__all__ = [
+    "AudioSource",
+    "RealtimeSession",
+    "SessionMetrics",
+    "SessionState",
+    "STATE_EVENT",
+    "Tool",
+    "connect",
+]
+
+logger = logging.getLogger(__name__)
+
+SessionState = Literal["idle", "connecting", "connected", "closed", "failed"]
+STATE_EVENT = "rtvoice.state_changed"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+FloatArray = npt.NDArray[np.float32]
+
+
+class AudioSource(Protocol):
+    """Something that produces microphone audio: ``start(push)`` begins calling
+    ``push(pcm, sample_rate)`` from its own thread; ``stop()`` ends it."""
+
+    def start(self, push: Callable[[Any, int], Any]) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Tool:
+    """A Python function the model may call. ``parameters`` is a JSON schema."""
+
+    name: str
+    function: Callable[..., Any]
+    description: str = ""
+    parameters: dict[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.parameters,
+        }
+
+
+@dataclass
+class SessionMetrics:
+    """A snapshot of connection and audio statistics."""
+
+    state: str
+    connect: dict[str, float | None]
+    rtt_ms: float | None = None
+    packets_sent: int = 0
+    packets_received: int = 0
+    packets_lost: int = 0
+    loss_fraction: float = 0.0
+    jitter_ms: float | None = None
+    remote_packets_lost: int | None = None
+    jitter_buffer: dict[str, Any] = field(default_factory=dict)
+    uplink: dict[str, Any] = field(default_factory=dict)
+    events_received: int = 0
+    events_sent: int = 0
+    malformed_events: int = 0
+    tool_calls: int = 0
+    barge_ins: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _tool_from(obj: Any) -> Tool:
+    if isinstance(obj, Tool):
+        return obj
+    if callable(obj):
+        doc = inspect.getdoc(obj) or ""
+        props: dict[str, Any] = {}
+        required = []
+        for name, param in inspect.signature(obj).parameters.items():
+            kind = {int: "integer", float: "number", bool: "boolean"}.get(param.annotation, "string")
+            props[name] = {"type": kind}
+            if param.default is inspect.Parameter.empty:
+                required.append(name)
+        schema: dict[str, Any] = {"type": "object", "properties": props}
+        if required:
+            schema["required"] = required
+        return Tool(obj.__name__, obj, doc.split("\n\n")[0], schema)
+    raise TypeError(f"tools must be rtvoice.Tool objects or callables, not {type(obj).__name__}")
+
+
+class RealtimeSession:
+    """One conversation with a Realtime API server over WebRTC.
+
+    Created by :func:`connect`; use it as an async context manager. All methods are called from
+    the event loop that opened the session, except that audio may be pushed from any one thread
+    with :meth:`push_audio`.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = "gpt-realtime",
+        instructions: str | None = None,
+        voice: str | None = None,
+        tools: Iterable[Any] | None = None,
+        session: Mapping[str, Any] | None = None,
+        transport: Literal["webrtc"] = "webrtc",
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_version: Literal["ga", "beta"] = "ga",
+        ephemeral: bool = True,
+        key_ttl_s: int = 600,
+        ice_servers: list[Any] | None = None,
+        output_rate_hz: int = 48000,
+        audio_sink: Callable[[FloatArray], None] | None = None,
+        record_output: bool = True,
+        headless_playout: bool = True,
+        jitter_target_ms: int = 60,
+        opus_bitrate_bps: int = 32000,
+        barge_in: bool = True,
+        connect_timeout_s: float = 15.0,
+        http_timeout_s: float = 10.0,
+        stats_interval_s: float = 1.0,
+        max_queued_events: int = 10000,
+    ) -> None:
+        if transport != "webrtc":
+            raise ValueError(f"transport must be 'webrtc', not {transport!r}")
+        if api_version not in ("ga", "beta"):
+            raise ValueError(f"api_version must be 'ga' or 'beta', not {api_version!r}")
+        self.model = model
+        self.api_version = api_version
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self._api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not self._api_key:
+            raise errors.AuthenticationError(
+                "no API key: pass api_key= or set OPENAI_API_KEY", status=401
+            )
+        self._ephemeral = ephemeral
+        self._key_ttl_s = key_ttl_s
+        self._tools: dict[str, Tool] = {}
+        for t in tools or ():
+            tool = _tool_from(t)
+            self._tools[tool.name] = tool
+        self._session_config = self._build_session_config(session, instructions, voice)
+        self._codec = events.EventCodec(api_version)
+        self._downlink = Downlink(output_rate_hz, target_delay_ms=jitter_target_ms)
+        self._uplink = Uplink(bitrate_bps=opus_bitrate_bps)
+        self._transport = WebRTCTransport(
+            base_url=self.base_url,
+            api_version=api_version,
+            model=model,
+            ice_servers=ice_servers,
+            packet_source=self._uplink,
+            packet_due_ns=self._uplink.next_due_ns,
+            rtp_sink=self._downlink,
+            http_timeout_s=http_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            on_message=self._on_message,
+            on_state=self._on_transport_state,
+        )
+        self._http_timeout_s = http_timeout_s
+        self._audio_sink = audio_sink
+        self._record_output = record_output
+        self._output_chunks: collections.deque[FloatArray] = collections.deque()
+        self._headless_playout = headless_playout
+        self._playout: PlayoutThread | None = None
+        self._barge_in = barge_in
+        self._stats_interval_s = stats_interval_s
+        self._max_queued = max_queued_events
+
+        self.state: SessionState = "idle"
+        self.session_id: str | None = None
+        self.session_info: dict[str, Any] = {}
+        self.dropped_events = 0
+        self._queue: asyncio.Queue[events.ServerEvent | None] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sources: list[AudioSource] = []
+        self._stats: dict[str, Any] = {}
+        self._tool_calls = 0
+        self._barge_ins = 0
+        self._state_listeners: list[Callable[[str, str], None]] = []
+        # Barge-in bookkeeping: the assistant audio item now playing and the played-sample count
+        # of the downlink when it started.
+        self._audio_item_id: str | None = None
+        self._audio_item_start_samples = 0
+        self._audio_playing = False
+        self._key_ms: float | None = None
+
+    # ------------------------------------------------------------------ configuration
+
+    def _build_session_config(
+        self, session: Mapping[str, Any] | None, instructions: str | None, voice: str | None
+    ) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"type": "realtime", "model": self.model}
+        if instructions is not None:
+            cfg["instructions"] = instructions
+        if voice is not None:
+            cfg.setdefault("audio", {}).setdefault("output", {})["voice"] = voice
+        if self._tools:
+            cfg["tools"] = [t.schema() for t in self._tools.values()]
+        if session:
+            for key, value in session.items():
+                cfg[key] = value
+        return cfg
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> RealtimeSession:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def _set_state(self, state: SessionState) -> None:
+        previous = self.state
+        if previous == state or previous in ("closed", "failed") and state != "closed":
+            return
+        if previous == "closed":
+            return
+        self.state = state
+        data = {"type": STATE_EVENT, "state": state, "previous": previous}
+        self._enqueue(events.ServerEvent(type=STATE_EVENT, event_id=None, data=data))
+        for listener in list(self._state_listeners):
+            listener(previous, state)
+
+    def on_state_change(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(previous, new)`` on every state change (on the session's loop)."""
+        self._state_listeners.append(listener)
+
+    async def open(self) -> None:
+        if self.state != "idle":
+            raise errors.SessionError(f"open() on a session in state {self.state!r}")
+        self._set_state("connecting")
+        try:
+            key, multipart_session, hangup_key = await self._credentials()
+            self._transport.timings.key_ms = self._key_ms
+            self._uplink.start()
+            await self._transport.connect(
+                key=key,
+                session=multipart_session,
+                multipart=multipart_session is not None,
+                hangup_key=hangup_key,
+            )
+            self._transport.timings.key_ms = self._key_ms
+            if self._key_ms is not None and self._transport.timings.total_ms is not None:
+                self._transport.timings.total_ms += self._key_ms
+        except BaseException:
+            self._set_state("failed")
+            await self._release()
+            raise
+        if self._headless_playout:
+            self._playout = PlayoutThread(self._downlink, self._deliver_audio)
+            self._playout.start()
+        self._spawn(self._poll_stats())
+        self._set_state("connected")
+
+    async def close(self) -> None:
+        """Hang up and release every thread, task and socket. Idempotent."""
+        if self.state == "closed":
+            return
+        await self._release()
+        self._set_state("closed")
+        self._queue.put_nowait(None)
+
+    async def _release(self) -> None:
+        for source in self._sources:
+            with contextlib.suppress(Exception):
+                source.stop()
+        self._sources.clear()
+        if self._playout is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._playout.stop)
+            self._playout = None
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._transport.close()
+
+    async def _credentials(self) -> tuple[str, dict[str, Any] | None, str | None]:
+        """(key for the SDP POST, session for a multipart offer, standard key for hangup)."""
+        key = self._api_key
+        assert key is not None
+        if key.startswith("ek_") or not self._ephemeral and self.api_version == "beta":
+            return key, None, None
+        if not self._ephemeral:
+            return key, self._session_config, key
+        start = time.perf_counter()
+        ephemeral = await self._mint_key(key)
+        self._key_ms = (time.perf_counter() - start) * 1000.0
+        return ephemeral, None, key
+
+    async def _mint_key(self, standard_key: str) -> str:
+        import aiohttp
+
+        if self.api_version == "beta":
+            url = f"{self.base_url}/realtime/sessions"
+            body: dict[str, Any] = events.session_ga_to_beta(self._session_config)
+            body["model"] = self.model
+        else:
+            url = f"{self.base_url}/realtime/client_secrets"
+            body = {
+                "expires_after": {"anchor": "created_at", "seconds": self._key_ttl_s},
+                "session": self._session_config,
+            }
+        headers = {"Authorization": f"Bearer {standard_key}", "Content-Type": "application/json"}
+        timeout = aiohttp.ClientTimeout(total=self._http_timeout_s)
+        path = url.split("//", 1)[-1].split("/", 1)[-1]
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as http:
+                async with http.post(url, data=json.dumps(body), headers=headers) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+        except asyncio.TimeoutError as exc:
+            raise errors.TimeoutError(f"POST /{path} timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise errors.ConnectionError(f"POST /{path} failed: {exc}") from exc
+        decoded: Any = raw
+        with contextlib.suppress(ValueError):
+            decoded = json.loads(raw)
+        if status != 200:
+            raise errors.error_from_response(status, decoded, context=f"POST /{path}")
+        value = None
+        if isinstance(decoded, dict):
+            value = decoded.get("value")
+            if value is None and isinstance(decoded.get("client_secret"), dict):
+                value = decoded["client_secret"].get("value")
+        if not isinstance(value, str) or not value:
+            raise errors.ProtocolError(f"POST /{path} returned no ephemeral key")
+        return value
+
+    # ------------------------------------------------------------------ sending
+
+    def _require_connected(self) -> None:
+        if self.state != "connected":
+            raise errors.SessionError(f"the session is {self.state}, not connected")
+
+    async def send(self, event: Mapping[str, Any]) -> str:
+        """Send a GA-shaped client event (converted to beta when api_version="beta").
+
+        Returns its ``event_id`` (generated if absent), which an ``error`` event will quote.
+        """
+        self._require_connected()
+        wire = self._codec.prepare(event)
+        await self._transport.send_text(json.dumps(wire, separators=(",", ":")))
+        return str(wire["event_id"])
+
+    async def update(self, session: Mapping[str, Any] | None = None, **fields: Any) -> str:
+        """``session.update`` with only the given fields (``voice=``, ``instructions=``, ...)."""
+        return await self.send(events.session_update(session, **fields))
+
+    async def create_response(self, **kwargs: Any) -> str:
+        """``response.create`` (keywords as :func:`rtvoice.events.response_create`)."""
+        return await self.send(events.response_create(**kwargs))
+
+    async def send_text(self, text: str, *, respond: bool = True) -> str:
+        """Add a user text message; with ``respond`` also ask for a response."""
+        event_id = await self.send(events.conversation_item_create_text(text))
+        if respond:
+            await self.create_response()
+        return event_id
+
+    async def send_audio(self, pcm: Any, sample_rate: int) -> int:
+        """Queue microphone audio (numpy float32/int16, any rate). It is sent in real time on
+        the uplink's sample clock, after anything queued before it."""
+        return self.push_audio(pcm, sample_rate)
+
+    def push_audio(self, pcm: Any, sample_rate: int) -> int:
+        """Thread-safe for one producer thread: queue microphone audio without awaiting."""
+        if self.state in ("closed", "failed"):
+            raise errors.SessionError(f"the session is {self.state}")
+        return self._uplink.push(pcm, sample_rate)
+
+    def attach_source(self, source: AudioSource) -> None:
+        """Start ``source``; it pushes audio from its own thread until the session closes."""
+        self._sources.append(source)
+        source.start(self.push_audio)
+
+    # ------------------------------------------------------------------ audio out
+
+    def _deliver_audio(self, pcm: FloatArray) -> None:
+        # Playout thread: the sink is called here; recording appends to a deque that
+        # read_audio() drains with popleft (both atomic).
+        if self._audio_sink is not None:
+            self._audio_sink(pcm)
+        if self._record_output:
+            self._output_chunks.append(pcm)
+
+    def read_audio(self) -> FloatArray:
+        """All played audio since the last call (mono float32 at ``output_rate_hz``)."""
+        chunks = []
+        while True:
+            try:
+                chunks.append(self._output_chunks.popleft())
+            except IndexError:
+                break
+        if not chunks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(chunks)
+
+    @property
+    def downlink(self) -> Downlink:
+        return self._downlink
+
+    @property
+    def uplink(self) -> Uplink:
+        return self._uplink
+
+    @property
+    def transport(self) -> WebRTCTransport:
+        return self._transport
+
+    # ------------------------------------------------------------------ receiving
+
+    def __aiter__(self) -> AsyncIterator[events.ServerEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[events.ServerEvent]:
+        while True:
+            if self.state == "closed" and self._queue.empty():
+                return
+            item = await self._queue.get()
+            if item is None:
+                return
+            yield item
+
+    async def next_event(self, timeout_s: float | None = None) -> events.ServerEvent | None:
+        """The next event, or None when the session has closed."""
+        return await asyncio.wait_for(self._queue.get(), timeout_s)
+
+    def _enqueue(self, event: events.ServerEvent) -> None:
+        if self._queue.qsize() >= self._max_queued:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._queue.get_nowait()
+                self.dropped_events += 1
+        self._queue.put_nowait(event)
+
+    def _on_transport_state(self, state: str) -> None:
+        if state == "failed" and self.state == "connected":
+            self._set_state("failed")
+
+    def _on_message(self, text: str) -> None:
+        event = self._codec.decode(text)
+        try:
+            self._handle(event)
+        except Exception:  # a bug in a handler must not kill the transport callback
+            logger.exception("handling %s failed", event.type)
+        self._enqueue(event)
+
+    def _handle(self, event: events.ServerEvent) -> None:
+        t = event.type
+        if isinstance(event, events.SessionEvent):
+            self.session_info = event.session
+            self.session_id = event.session_id or self.session_id
+        elif t == "response.output_item.added":
+            item = event.get("item") or {}
+            if item.get("type") == "message" and item.get("role") == "assistant":
+                self._audio_item_id = item.get("id")
+                self._audio_item_start_samples = self._downlink.samples_played
+        elif t == "output_audio_buffer.started":
+            self._audio_playing = True
+        elif t in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
+            self._audio_playing = False
+        elif isinstance(event, events.SpeechStarted):
+            if self._barge_in and self._audio_playing and self._audio_item_id:
+                self._interrupt()
+        elif isinstance(event, events.FunctionCallArgumentsDone):
+            tool = self._tools.get(event.name)
+            if tool is not None:
+                self._spawn(self._run_tool(tool, event))
+
+    def _interrupt(self) -> None:
+        """Barge-in: stop playout now and tell the server how much of the item was heard."""
+        played = self._downlink.samples_played - self._audio_item_start_samples
+        audio_end_ms = max(0, int(played * 1000 // self._downlink.output_rate_hz))
+        self._downlink.request_flush()
+        self._barge_ins += 1
+        item_id = self._audio_item_id
+        self._audio_playing = False
+        self._audio_item_id = None
+        assert item_id is not None
+        truncate = events.conversation_item_truncate(item_id, audio_end_ms)
+        self._spawn(self._send_quietly(truncate))
+
+    async def _send_quietly(self, event: Mapping[str, Any]) -> None:
+        try:
+            await self.send(event)
+        except errors.RtvoiceError as exc:
+            logger.warning("could not send %s: %s", event.get("type"), exc)
+
+    async def _run_tool(self, tool: Tool, call: events.FunctionCallArgumentsDone) -> None:
+        self._tool_calls += 1
+        try:
+            arguments = call.parsed_arguments()
+            result = tool.function(**arguments) if isinstance(arguments, dict) else tool.function(arguments)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:  # the model gets the failure as the tool's output
+            logger.warning("tool %s raised %r", tool.name, exc)
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        await self._send_quietly(events.function_call_output(call.call_id, result))
+        await self._send_quietly(events.response_create())
+
+    def register_tool(
+        self,
+        function: Callable[..., Any | Awaitable[Any]],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> Tool:
+        """Register a function for dispatch (call :meth:`update` with ``tools=`` to announce
+        tools added after connecting)."""
+        tool = _tool_from(function)
+        if name:
+            tool.name = name
+        if description is not None:
+            tool.description = description
+        if parameters is not None:
+            tool.parameters = parameters
+        self._tools[tool.name] = tool
+        return tool
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        return [t.schema() for t in self._tools.values()]
+
+    # ------------------------------------------------------------------ metrics
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _poll_stats(self) -> None:
+        while True:
+            try:
+                self._stats = await self._transport.get_stats()
+                lost = self._stats.get("remote_fraction_lost")
+                if lost is not None:
+                    # Tell the encoder how much loss the server sees, so FEC is sized for it.
+                    self._uplink.set_packet_loss_perc(max(5, int(lost * 100 + 0.5)))
+            except errors.RtvoiceError:
+                pass
+            await asyncio.sleep(self._stats_interval_s)
+
+    async def refresh_metrics(self) -> SessionMetrics:
+        """Fetch fresh RTP statistics, then return :attr:`metrics`."""
+        if self.state == "connected":
+            self._stats = await self._transport.get_stats()
+        return self.metrics
+
+    @property
+    def metrics(self) -> SessionMetrics:
+        s = self._stats
+        jb: DownlinkStats = self._downlink.stats
+        up: UplinkStats = self._uplink.stats
+        received = int(s.get("packets_received", 0))
+        lost = int(s.get("packets_lost", 0))
+        timings: ConnectTimings = self._transport.timings
+        return SessionMetrics(
+            state=self.state,
+            connect=timings.as_dict(),
+            rtt_ms=s.get("rtt_ms"),
+            packets_sent=int(s.get("packets_sent", up.packets)),
+            packets_received=received,
+            packets_lost=lost,
+            loss_fraction=(lost / (received + lost)) if received + lost > 0 else 0.0,
+            jitter_ms=s.get("jitter_ms"),
+            remote_packets_lost=s.get("remote_packets_lost"),
+            jitter_buffer=asdict(jb),
+            uplink=asdict(up),
+            events_received=self._codec.received_count,
+            events_sent=self._codec.sent_count,
+            malformed_events=self._codec.malformed_count,
+            tool_calls=self._tool_calls,
+            barge_ins=self._barge_ins,
+        )
+
+
+def connect(**kwargs: Any) -> RealtimeSession:
+    """Create a session; ``async with rtvoice.connect(...) as session`` opens and closes it.
+
+    Keywords: see :class:`RealtimeSession` (``model``, ``instructions``, ``voice``, ``tools``,
+    ``transport="webrtc"``, ``base_url``, ``api_key``, ``api_version="ga"|"beta"``, ...).
+    """
+    return RealtimeSession(**kwargs)

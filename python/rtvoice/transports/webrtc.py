@@ -1,0 +1,521 @@
+"""WebRTC transport: aiortc peer connection, SDP exchange with the Realtime API, data channel.
+
+The peer connection lives on a private :class:`~rtvoice.rtc.thread.RtcThread` loop, so blocking
+the application's loop never delays RTP. Public coroutines are awaited on the application loop;
+received data-channel messages are handed to it with ``call_soon_threadsafe``.
+
+Signaling (protocol.md §2): one sendrecv audio transceiver and the ``oai-events`` data channel are
+created before the offer; Opus is offered with ``minptime=10;useinbandfec=1``; the complete
+(non-trickle) offer is POSTed to ``{base_url}/realtime/calls`` as ``application/sdp`` (ephemeral
+key) or multipart ``sdp`` + ``session`` (standard key), or to ``{base_url}/realtime?model=`` for
+the beta interface. The HTTP status is checked before the answer is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamTrack
+
+from rtvoice import errors
+from rtvoice.rtc.native_audio import EncodedAudioTrack, PacketSource, RtpSink, RtpTap, attach_rtp_sink
+from rtvoice.rtc.thread import RtcThread
+
+__all__ = ["ConnectTimings", "WebRTCTransport", "is_loopback_url", "DATA_CHANNEL_LABEL"]
+
+logger = logging.getLogger(__name__)
+
+DATA_CHANNEL_LABEL = "oai-events"
+# RFC 8841 default when the answer carries no a=max-message-size (what aiortc assumes too).
+DEFAULT_MAX_MESSAGE_BYTES = 65536
+OPUS_FMTP = {"minptime": 10, "useinbandfec": 1}
+
+TransportState = Literal["new", "connecting", "connected", "closed", "failed"]
+
+
+def is_loopback_url(base_url: str) -> bool:
+    host = urllib.parse.urlsplit(base_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ConnectTimings:
+    """Connect-time breakdown in milliseconds (None: the phase did not run or has not ended)."""
+
+    key_ms: float | None = None
+    ice_gathering_ms: float | None = None
+    sdp_post_ms: float | None = None
+    ice_dtls_ms: float | None = None
+    data_channel_ms: float | None = None
+    session_created_ms: float | None = None
+    total_ms: float | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+@dataclass
+class _Pending:
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    channel_open: asyncio.Event = field(default_factory=asyncio.Event)
+    session_created: asyncio.Event = field(default_factory=asyncio.Event)
+    failed: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: str = ""
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _parse_max_message_size(sdp: str) -> int:
+    """a=max-message-size of the answer's application section (RFC 8841); 0 means no limit."""
+    in_application = False
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            in_application = line.startswith("m=application")
+        elif in_application and line.startswith("a=max-message-size:"):
+            try:
+                return int(line.split(":", 1)[1].strip())
+            except ValueError:
+                break
+    return DEFAULT_MAX_MESSAGE_BYTES
+
+
+def munge_opus_fmtp(sdp: str, params: Mapping[str, int]) -> str:
+    """Put ``params`` on every Opus payload type of ``sdp`` (replacing an existing fmtp line)."""
+    lines = sdp.split("\r\n") if "\r\n" in sdp else sdp.split("\n")
+    eol = "\r\n" if "\r\n" in sdp else "\n"
+    opus_pts = {
+        line.split(":", 1)[1].split()[0]
+        for line in lines
+        if line.startswith("a=rtpmap:") and " opus/48000" in line.lower()
+    }
+    value = ";".join(f"{k}={v}" for k, v in params.items())
+    out: list[str] = []
+    for line in lines:
+        if line.startswith("a=fmtp:") and line[7:].split()[0] in opus_pts:
+            continue
+        out.append(line)
+        if line.startswith("a=rtpmap:") and line.split(":", 1)[1].split()[0] in opus_pts:
+            out.append(f"a=fmtp:{line.split(':', 1)[1].split()[0]} {value}")
+    return eol.join(out)
+
+
+class WebRTCTransport:
+    """One WebRTC call to a Realtime API server.
+
+    ``packet_source`` feeds the outbound audio track with pre-encoded Opus; ``rtp_sink`` receives
+    inbound RTP before aiortc's jitter buffer. ``track`` may be given instead of
+    ``packet_source`` to send a stock aiortc track (then aiortc encodes it).
+
+    ``on_message(text)`` and ``on_state(state)`` are called on the loop that called
+    :meth:`connect`.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_version: Literal["ga", "beta"] = "ga",
+        model: str | None = None,
+        ice_servers: list[RTCIceServer] | None = None,
+        loopback_only: bool | None = None,
+        packet_source: PacketSource | None = None,
+        packet_due_ns: Callable[[], int | None] | None = None,
+        rtp_sink: RtpSink | None = None,
+        track: MediaStreamTrack | None = None,
+        http_timeout_s: float = 10.0,
+        connect_timeout_s: float = 15.0,
+        on_message: Callable[[str], None] | None = None,
+        on_state: Callable[[str], None] | None = None,
+    ) -> None:
+        if api_version not in ("ga", "beta"):
+            raise ValueError(f"api_version must be 'ga' or 'beta', not {api_version!r}")
+        if api_version == "beta" and not model:
+            raise ValueError("the beta interface needs a model (POST /realtime?model=...)")
+        if packet_source is not None and track is not None:
+            raise ValueError("give packet_source or track, not both")
+        self.base_url = base_url.rstrip("/")
+        self.api_version = api_version
+        self.model = model
+        self.loopback = is_loopback_url(base_url) if loopback_only is None else loopback_only
+        # No STUN by default: a Realtime server has public host candidates, so the client's host
+        # candidates plus peer-reflexive discovery suffice, and nothing waits on STUN.
+        self.ice_servers = list(ice_servers) if ice_servers is not None else []
+        self._packet_source = packet_source
+        self._packet_due_ns = packet_due_ns
+        self._rtp_sink = rtp_sink
+        self._track = track
+        self._http_timeout_s = http_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._on_message = on_message
+        self._on_state = on_state
+
+        self.timings = ConnectTimings()
+        self.call_id: str | None = None
+        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+        self.state: TransportState = "new"
+        self.local_sdp: str | None = None
+        self.remote_sdp: str | None = None
+        self.messages_received = 0
+        self.messages_sent = 0
+        self.rtp_tap: RtpTap | None = None
+        self.outbound_track: MediaStreamTrack | None = None
+
+        self._rtc: RtcThread | None = None
+        self._app_loop: asyncio.AbstractEventLoop | None = None
+        self._pc: RTCPeerConnection | None = None
+        self._channel: Any = None
+        self._pending: _Pending | None = None
+        self._hangup_key: str | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ application side
+
+    async def connect(
+        self,
+        *,
+        key: str,
+        session: Mapping[str, Any] | None = None,
+        multipart: bool | None = None,
+        hangup_key: str | None = None,
+    ) -> None:
+        """Open the call and wait until ready: peer connection connected, data channel open and
+        ``session.created`` received.
+
+        ``key`` is an ephemeral key (``application/sdp`` body) or a standard key; ``multipart``
+        (default: True when ``session`` is given) sends ``sdp`` + ``session`` parts (GA only).
+        ``hangup_key`` (a standard key; default ``key`` for multipart) is used to hang up the
+        call on :meth:`close`.
+        """
+        if self.state != "new":
+            raise errors.SessionError(f"connect() called on a transport in state {self.state!r}")
+        if multipart is None:
+            multipart = session is not None
+        if multipart and self.api_version == "beta":
+            raise ValueError("multipart offers are a GA feature; use an ephemeral key for beta")
+        if multipart and session is None:
+            raise ValueError("a multipart offer needs a session")
+        self._app_loop = asyncio.get_running_loop()
+        self._set_state("connecting")
+        self._rtc = RtcThread()
+        self._hangup_key = hangup_key or (key if multipart else None)
+        try:
+            await self._rtc.run(self._connect_on_rtc(key, session if multipart else None))
+        except BaseException:
+            self._set_state("failed")
+            await self._shutdown()
+            raise
+        self._set_state("connected")
+
+    async def send_text(self, text: str) -> None:
+        """Send one event (JSON text) on the data channel.
+
+        Raises :class:`errors.TransportError` if the channel is not open or the message exceeds
+        the SCTP maximum message size the server accepts (it is never dropped silently).
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"send_text() takes str, not {type(text).__name__}")
+        size = len(text.encode("utf-8"))
+        if self.max_message_bytes and size > self.max_message_bytes:
+            raise errors.TransportError(
+                f"data-channel message of {size} bytes exceeds the peer's maximum message size "
+                f"of {self.max_message_bytes} bytes; split it or send less (e.g. smaller images)"
+            )
+        if self.state != "connected" or self._rtc is None:
+            raise errors.TransportError(f"cannot send: transport is {self.state}")
+        await self._rtc.run(self._send_on_rtc(text))
+        self.messages_sent += 1
+
+    async def get_stats(self) -> dict[str, Any]:
+        """RTP statistics from aiortc's getStats(): RTT, packets and loss both ways, jitter."""
+        if self._rtc is None or self._pc is None or self.state != "connected":
+            return {}
+        return await self._rtc.run(self._stats_on_rtc())
+
+    async def close(self) -> None:
+        """Hang up (POST .../hangup when a standard key is at hand) and release the peer
+        connection, its RTC thread, tasks and sockets. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._shutdown()
+        if self.state != "failed":
+            self._set_state("closed")
+
+    @property
+    def rtc_thread(self) -> RtcThread | None:
+        return self._rtc
+
+    # ------------------------------------------------------------------ internals
+
+    def _set_state(self, state: TransportState) -> None:
+        if self.state == state or self.state in ("closed",):
+            return
+        self.state = state
+        if self._on_state is not None:
+            self._on_state(state)
+
+    def _to_app(self, callback: Callable[..., None], *args: Any) -> None:
+        loop = self._app_loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(callback, *args)
+
+    def _deliver(self, text: str) -> None:
+        self.messages_received += 1
+        if self._on_message is not None:
+            self._on_message(text)
+
+    def _lost(self, reason: str) -> None:
+        if self.state == "connected" and not self._closed:
+            logger.warning("WebRTC transport lost: %s", reason)
+            self._set_state("failed")
+
+    async def _shutdown(self) -> None:
+        rtc = self._rtc
+        if rtc is None:
+            return
+        with contextlib.suppress(Exception):
+            await rtc.run(self._close_on_rtc())
+        await asyncio.get_running_loop().run_in_executor(None, rtc.stop)
+
+    def _url(self) -> str:
+        if self.api_version == "beta":
+            query = urllib.parse.urlencode({"model": self.model})
+            return f"{self.base_url}/realtime?{query}"
+        return f"{self.base_url}/realtime/calls"
+
+    async def _connect_on_rtc(self, key: str, session: Mapping[str, Any] | None) -> None:
+        start = time.perf_counter()
+        pending = _Pending()
+        self._pending = pending
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
+        self._pc = pc
+        if self.loopback:
+            from rtvoice.rtc import loopback
+
+            loopback.restrict_to_loopback(pc)
+
+        @pc.on("connectionstatechange")
+        def _on_pc_state() -> None:
+            state = pc.connectionState
+            if state == "connected":
+                pending.connected.set()
+            elif state in ("failed", "closed"):
+                pending.failure = pending.failure or f"peer connection {state}"
+                pending.failed.set()
+                self._to_app(self._lost, f"peer connection {state}")
+
+        # The track, when there is one, is attached now: the offer must say sendrecv.
+        if self._packet_source is not None:
+            self.outbound_track = EncodedAudioTrack(self._packet_source, due_ns=self._packet_due_ns)
+        elif self._track is not None:
+            self.outbound_track = self._track
+        transceiver = pc.addTransceiver(self.outbound_track or "audio", direction="sendrecv")
+        transceiver.setCodecPreferences(
+            [
+                RTCRtpCodecCapability(
+                    mimeType="audio/opus", clockRate=48000, channels=2, parameters={}
+                )
+            ]
+        )
+        if self._rtp_sink is not None:
+            self.rtp_tap = attach_rtp_sink(transceiver.receiver, self._rtp_sink)
+
+        channel = pc.createDataChannel(DATA_CHANNEL_LABEL)
+        self._channel = channel
+
+        @channel.on("open")
+        def _on_open() -> None:
+            pending.channel_open.set()
+
+        @channel.on("close")
+        def _on_close() -> None:
+            pending.failure = pending.failure or "data channel closed"
+            pending.failed.set()
+            self._to_app(self._lost, "data channel closed")
+
+        @channel.on("message")
+        def _on_message(message: str | bytes) -> None:
+            if isinstance(message, bytes):
+                message = message.decode("utf-8", "replace")
+            if not pending.session_created.is_set() and '"session.created"' in message:
+                with contextlib.suppress(ValueError, AttributeError):
+                    if json.loads(message).get("type") == "session.created":
+                        pending.session_created.set()
+            self._to_app(self._deliver, message)
+
+        # aiortc gathers every candidate inside setLocalDescription: the offer is complete.
+        t0 = time.perf_counter()
+        await pc.setLocalDescription(await pc.createOffer())
+        self.timings.ice_gathering_ms = _ms_since(t0)
+        # aiortc cannot attach fmtp parameters to its Opus capability, so they go into the text
+        # of the offer; aiortc itself does not act on Opus fmtp.
+        self.local_sdp = munge_opus_fmtp(pc.localDescription.sdp, OPUS_FMTP)
+
+        t0 = time.perf_counter()
+        answer_sdp = await self._post_offer(self.local_sdp, key, session)
+        self.timings.sdp_post_ms = _ms_since(t0)
+        self.remote_sdp = answer_sdp
+        self.max_message_bytes = _parse_max_message_size(answer_sdp)
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        except Exception as exc:  # aiortc raises ValueError and friends on a bad answer
+            raise errors.ProtocolError(f"the server's SDP answer was rejected: {exc}") from exc
+
+        deadline = time.perf_counter() + self._connect_timeout_s
+        t0 = time.perf_counter()
+        await self._wait(pending, pending.connected, deadline, "ICE+DTLS")
+        self.timings.ice_dtls_ms = _ms_since(t0)
+        t0 = time.perf_counter()
+        await self._wait(pending, pending.channel_open, deadline, "the data channel to open")
+        self.timings.data_channel_ms = _ms_since(t0)
+        t0 = time.perf_counter()
+        await self._wait(pending, pending.session_created, deadline, "session.created")
+        self.timings.session_created_ms = _ms_since(t0)
+        self.timings.total_ms = _ms_since(start)
+
+    async def _wait(
+        self, pending: _Pending, event: asyncio.Event, deadline: float, what: str
+    ) -> None:
+        if event.is_set():
+            return
+        waiter = asyncio.ensure_future(event.wait())
+        failed = asyncio.ensure_future(pending.failed.wait())
+        try:
+            remaining = max(deadline - time.perf_counter(), 0.0)
+            done, _ = await asyncio.wait(
+                {waiter, failed}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
+            failed.cancel()
+        if event.is_set():
+            return
+        if pending.failed.is_set():
+            raise errors.TransportError(f"connect failed while waiting for {what}: {pending.failure}")
+        raise errors.TimeoutError(
+            f"timed out after {self._connect_timeout_s:g} s waiting for {what}"
+        )
+
+    async def _post_offer(
+        self, offer_sdp: str, key: str, session: Mapping[str, Any] | None
+    ) -> str:
+        url = self._url()
+        headers = {"Authorization": f"Bearer {key}", "Accept": "application/sdp"}
+        data: Any
+        if session is not None:
+            form = aiohttp.FormData()
+            form.add_field("sdp", offer_sdp, content_type="application/sdp")
+            form.add_field("session", json.dumps(dict(session)), content_type="application/json")
+            data = form
+        else:
+            headers["Content-Type"] = "application/sdp"
+            data = offer_sdp.encode("utf-8")
+        timeout = aiohttp.ClientTimeout(total=self._http_timeout_s)
+        path = urllib.parse.urlsplit(url).path
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as http:
+                async with http.post(url, data=data, headers=headers) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    location = resp.headers.get("Location")
+                    content_type = resp.headers.get("Content-Type", "")
+                    request_id = resp.headers.get("x-request-id")
+        except asyncio.TimeoutError as exc:
+            raise errors.TimeoutError(f"POST {path} timed out after {self._http_timeout_s:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise errors.ConnectionError(f"POST {path} failed: {exc}") from exc
+
+        if status not in (200, 201):
+            decoded: Any = body
+            with contextlib.suppress(ValueError):
+                decoded = json.loads(body)
+            raise errors.error_from_response(
+                status, decoded, request_id=request_id, context=f"POST {path}"
+            )
+        answer = body.decode("utf-8", "replace")
+        if not answer.lstrip().startswith("v=0"):
+            raise errors.ProtocolError(
+                f"POST {path} returned {status} ({content_type or 'no content type'}) "
+                f"but the body is not an SDP answer: {answer[:80]!r}"
+            )
+        if location:
+            self.call_id = location.rstrip("/").rsplit("/", 1)[-1] or None
+        return answer
+
+    async def _send_on_rtc(self, text: str) -> None:
+        channel = self._channel
+        if channel is None or channel.readyState != "open":
+            raise errors.TransportError("cannot send: the data channel is not open")
+        try:
+            channel.send(text)
+        except ValueError as exc:  # aiortc's own size check, should the limits disagree
+            raise errors.TransportError(f"data channel refused the message: {exc}") from exc
+
+    async def _stats_on_rtc(self) -> dict[str, Any]:
+        assert self._pc is not None
+        report = await self._pc.getStats()
+        out: dict[str, Any] = {}
+        for stats in report.values():
+            kind = getattr(stats, "type", "")
+            if kind == "outbound-rtp":
+                out["packets_sent"] = stats.packetsSent
+                out["bytes_sent"] = stats.bytesSent
+            elif kind == "inbound-rtp":
+                out["packets_received"] = stats.packetsReceived
+                out["packets_lost"] = stats.packetsLost
+                out["jitter_ms"] = stats.jitter / 48.0  # RTP units of the 48 kHz Opus clock
+            elif kind == "remote-inbound-rtp":
+                rtt = stats.roundTripTime
+                out["rtt_ms"] = None if rtt is None else rtt * 1000.0
+                out["remote_packets_lost"] = stats.packetsLost
+                out["remote_fraction_lost"] = stats.fractionLost / 256.0
+                out["remote_jitter_ms"] = stats.jitter / 48.0
+        return out
+
+    async def _close_on_rtc(self) -> None:
+        if self.call_id and self._hangup_key and self.api_version == "ga":
+            url = f"{self.base_url}/realtime/calls/{urllib.parse.quote(self.call_id)}/hangup"
+            headers = {"Authorization": f"Bearer {self._hangup_key}", "Accept": "*/*"}
+            try:
+                timeout = aiohttp.ClientTimeout(total=min(self._http_timeout_s, 3.0))
+                async with aiohttp.ClientSession(timeout=timeout) as http:
+                    async with http.post(url, headers=headers) as resp:
+                        await resp.read()
+                        if resp.status >= 400:
+                            logger.info("hangup of %s returned %d", self.call_id, resp.status)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                logger.info("hangup of %s failed: %s", self.call_id, errors.redact(str(exc)))
+        if self._pending is not None:
+            self._pending.failure = self._pending.failure or "closed"
+        if self._pc is not None:
+            await self._pc.close()
+        if self.outbound_track is not None:
+            self.outbound_track.stop()
+        self._channel = None
+

@@ -2,7 +2,40 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rtvoice._core import AudioRing, Framer, OpusDecoder, OpusEncoder, OpusError
 
-__all__ = ["AudioRing", "Framer", "OpusDecoder", "OpusEncoder", "OpusError"]
+if TYPE_CHECKING:
+    from rtvoice.session import RealtimeSession, SessionMetrics, Tool, connect
+
+_LAZY = {
+    "connect": "rtvoice.session",
+    "RealtimeSession": "rtvoice.session",
+    "SessionMetrics": "rtvoice.session",
+    "Tool": "rtvoice.session",
+}
+
+
+def __getattr__(name: str) -> object:
+    # The session pulls in aiortc; import it only when it is used.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rtvoice' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "AudioRing",
+    "Framer",
+    "OpusDecoder",
+    "OpusEncoder",
+    "OpusError",
+    "RealtimeSession",
+    "SessionMetrics",
+    "Tool",
+    "connect",
+]
 __version__ = "0.1.0"

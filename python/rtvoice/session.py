@@ -27,17 +27,18 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Self
 
 from rtvoice import errors, events
 from rtvoice.audio.engine import Downlink, DownlinkStats, PlayoutThread, Uplink, UplinkStats
 from rtvoice.transports.webrtc import ConnectTimings, WebRTCTransport
 
 __all__ = [
+    "STATE_EVENT",
     "AudioSource",
     "RealtimeSession",
     "SessionMetrics",
     "SessionState",
-    "STATE_EVENT",
     "Tool",
     "connect",
 ]
@@ -66,9 +67,7 @@ class Tool:
     name: str
     function: Callable[..., Any]
     description: str = ""
-    parameters: dict[str, Any] = field(
-        default_factory=lambda: {"type": "object", "properties": {}}
-    )
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
 
     def schema(self) -> dict[str, Any]:
         return {
@@ -112,7 +111,9 @@ def _tool_from(obj: Any) -> Tool:
         props: dict[str, Any] = {}
         required = []
         for name, param in inspect.signature(obj).parameters.items():
-            kind = {int: "integer", float: "number", bool: "boolean"}.get(param.annotation, "string")
+            kind = {int: "integer", float: "number", bool: "boolean"}.get(
+                param.annotation, "string"
+            )
             props[name] = {"type": kind}
             if param.default is inspect.Parameter.empty:
                 required.append(name)
@@ -146,6 +147,7 @@ class RealtimeSession:
         ephemeral: bool = True,
         key_ttl_s: int = 600,
         ice_servers: list[Any] | None = None,
+        loopback_only: bool | None = None,
         output_rate_hz: int = 48000,
         audio_sink: Callable[[FloatArray], None] | None = None,
         record_output: bool = True,
@@ -164,7 +166,9 @@ class RealtimeSession:
             raise ValueError(f"api_version must be 'ga' or 'beta', not {api_version!r}")
         self.model = model
         self.api_version = api_version
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip(
+            "/"
+        )
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY")
         if not self._api_key:
             raise errors.AuthenticationError(
@@ -185,6 +189,7 @@ class RealtimeSession:
             api_version=api_version,
             model=model,
             ice_servers=ice_servers,
+            loopback_only=loopback_only,
             packet_source=self._uplink,
             packet_due_ns=self._uplink.next_due_ns,
             rtp_sink=self._downlink,
@@ -240,16 +245,16 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def __aenter__(self) -> RealtimeSession:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     def _set_state(self, state: SessionState) -> None:
         previous = self.state
-        if previous == state or previous in ("closed", "failed") and state != "closed":
+        if previous == state or (previous in ("closed", "failed") and state != "closed"):
             return
         if previous == "closed":
             return
@@ -270,7 +275,6 @@ class RealtimeSession:
         try:
             key, multipart_session, hangup_key = await self._credentials()
             self._transport.timings.key_ms = self._key_ms
-            self._uplink.start()
             await self._transport.connect(
                 key=key,
                 session=multipart_session,
@@ -317,7 +321,7 @@ class RealtimeSession:
         """(key for the SDP POST, session for a multipart offer, standard key for hangup)."""
         key = self._api_key
         assert key is not None
-        if key.startswith("ek_") or not self._ephemeral and self.api_version == "beta":
+        if key.startswith("ek_") or (not self._ephemeral and self.api_version == "beta"):
             return key, None, None
         if not self._ephemeral:
             return key, self._session_config, key
@@ -343,10 +347,12 @@ class RealtimeSession:
         timeout = aiohttp.ClientTimeout(total=self._http_timeout_s)
         path = url.split("//", 1)[-1].split("/", 1)[-1]
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as http:
-                async with http.post(url, data=json.dumps(body), headers=headers) as resp:
-                    raw = await resp.read()
-                    status = resp.status
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as http,
+                http.post(url, data=json.dumps(body), headers=headers) as resp,
+            ):
+                raw = await resp.read()
+                status = resp.status
         except asyncio.TimeoutError as exc:
             raise errors.TimeoutError(f"POST /{path} timed out") from exc
         except aiohttp.ClientError as exc:
@@ -528,7 +534,11 @@ class RealtimeSession:
         self._tool_calls += 1
         try:
             arguments = call.parsed_arguments()
-            result = tool.function(**arguments) if isinstance(arguments, dict) else tool.function(arguments)
+            result = (
+                tool.function(**arguments)
+                if isinstance(arguments, dict)
+                else tool.function(arguments)
+            )
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:  # the model gets the failure as the tool's output

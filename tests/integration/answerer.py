@@ -7,7 +7,7 @@ POST /v1/realtime?model=) for the transport's own tests.
 
 from __future__ import annotations
 
-import asyncio
+import collections
 import json
 import uuid
 from collections.abc import Callable
@@ -35,6 +35,28 @@ class RecordingSink:
         self.packets.append((seq, timestamp, payload, arrival_ns))
 
 
+class EchoSource:
+    """Sends back what the peer sent, packet for packet, as soon as it arrives."""
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[tuple[bytes, int, int]] = collections.deque()
+
+    def push_rtp(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> None:
+        self.queue.append((payload, timestamp, seq))
+
+    def pop_packet(self) -> tuple[bytes, int, int] | None:
+        return self.queue.popleft() if self.queue else None
+
+
+class TeeSink:
+    def __init__(self, *sinks: Any) -> None:
+        self.sinks = sinks
+
+    def push_rtp(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> None:
+        for sink in self.sinks:
+            sink.push_rtp(seq, timestamp, payload, arrival_ns)
+
+
 class MiniAnswerer:
     def __init__(
         self,
@@ -42,7 +64,9 @@ class MiniAnswerer:
         keys: tuple[str, ...] = ("ek_test_key_1234", "sk-test-standard-key"),
         packet_source_factory: Callable[[], PacketSource] | None = None,
         max_message_size: int | None = None,
+        echo: bool = False,
     ) -> None:
+        self.echo = echo
         self.keys = set(keys)
         self.packet_source_factory = packet_source_factory
         self.max_message_size = max_message_size
@@ -74,7 +98,14 @@ class MiniAnswerer:
             await self._runner.cleanup()
 
     def _error(self, status: int, message: str, code: str) -> web.Response:
-        body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+        body = {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": code,
+            }
+        }
         return web.json_response(body, status=status)
 
     async def _hangup(self, request: web.Request) -> web.Response:
@@ -93,10 +124,21 @@ class MiniAnswerer:
             session = json.loads(_text(form["session"]))
         else:
             offer = await request.text()
-        self.requests.append({"path": request.path, "query": dict(request.query), "session": session,
-                              "content_type": request.content_type, "offer": offer})
+        self.requests.append(
+            {
+                "path": request.path,
+                "query": dict(request.query),
+                "session": session,
+                "content_type": request.content_type,
+                "offer": offer,
+            }
+        )
         if "m=audio" not in offer:
-            return self._error(400, "Invalid SDP offer. Offer did not have an audio media section.", "invalid_offer")
+            return self._error(
+                400,
+                "Invalid SDP offer. Offer did not have an audio media section.",
+                "invalid_offer",
+            )
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pcs.append(pc)
@@ -106,8 +148,15 @@ class MiniAnswerer:
         @pc.on("datachannel")
         def _on_channel(channel: Any) -> None:
             def _send_created() -> None:
-                channel.send(json.dumps({"type": "session.created", "event_id": "event_1",
-                                         "session": {"type": "realtime", "id": "sess_1"}}))
+                channel.send(
+                    json.dumps(
+                        {
+                            "type": "session.created",
+                            "event_id": "event_1",
+                            "session": {"type": "realtime", "id": "sess_1"},
+                        }
+                    )
+                )
 
             if channel.readyState == "open":
                 _send_created()
@@ -124,13 +173,24 @@ class MiniAnswerer:
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "audio":
                 transceiver.direction = "sendrecv"
-                attach_rtp_sink(transceiver.receiver, sink)
+                if self.echo:
+                    echo = EchoSource()
+                    attach_rtp_sink(transceiver.receiver, TeeSink(sink, echo))
+                    transceiver.sender.replaceTrack(EncodedAudioTrack(echo, poll_interval_s=0.001))
+                else:
+                    attach_rtp_sink(transceiver.receiver, sink)
                 if self.packet_source_factory is not None:
                     transceiver.sender.replaceTrack(EncodedAudioTrack(self.packet_source_factory()))
         await pc.setLocalDescription(await pc.createAnswer())
         answer = pc.localDescription.sdp
         if self.max_message_size is not None:
-            answer = answer.replace("a=max-message-size:262144", f"a=max-message-size:{self.max_message_size}")
+            answer = answer.replace(
+                "a=max-message-size:262144", f"a=max-message-size:{self.max_message_size}"
+            )
         call_id = "rtc_" + uuid.uuid4().hex
-        return web.Response(status=201, text=answer, content_type="application/sdp",
-                            headers={"Location": f"/v1/realtime/calls/{call_id}"})
+        return web.Response(
+            status=201,
+            text=answer,
+            content_type="application/sdp",
+            headers={"Location": f"/v1/realtime/calls/{call_id}"},
+        )

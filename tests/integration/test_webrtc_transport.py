@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -47,20 +48,33 @@ def test_connect_ephemeral_events_and_native_rtp_both_ways() -> None:
         messages: list[str] = []
         sink = RecordingSink()
         source = ListSource(payloads_up)
-        transport = WebRTCTransport(base_url=base_url, loopback_only=False,
-                                    packet_source=source, packet_due_ns=source.due_ns,
-                                    rtp_sink=sink, on_message=messages.append)
+        transport = WebRTCTransport(
+            base_url=base_url,
+            loopback_only=False,
+            packet_source=source,
+            packet_due_ns=source.due_ns,
+            rtp_sink=sink,
+            on_message=messages.append,
+        )
         await transport.connect(key="ek_test_key_1234")
-        assert transport.call_id and transport.call_id.startswith("rtc_")
+        assert transport.call_id
+        assert transport.call_id.startswith("rtc_")
         assert "a=fmtp:96 minptime=10;useinbandfec=1" in transport.local_sdp
-        assert transport.local_sdp.count("m=audio") == 1 and "a=sendrecv" in transport.local_sdp
+        assert transport.local_sdp.count("m=audio") == 1
+        assert "a=sendrecv" in transport.local_sdp
         assert answerer.requests[0]["content_type"] == "application/sdp"
         assert json.loads(messages[0])["type"] == "session.created"
         t = transport.timings
-        assert t.total_ms and t.ice_gathering_ms is not None and t.sdp_post_ms is not None
+        assert t.total_ms
+        assert t.ice_gathering_ms is not None
+        assert t.sdp_post_ms is not None
         await transport.send_text(json.dumps({"type": "response.create"}))
         for _ in range(200):
-            if len(sink.packets) >= 60 and len(answerer.sinks[0].packets) >= 60 and len(messages) >= 2:
+            if (
+                len(sink.packets) >= 60
+                and len(answerer.sinks[0].packets) >= 60
+                and len(messages) >= 2
+            ):
                 break
             await asyncio.sleep(0.02)
         assert answerer.received == [{"type": "response.create"}]
@@ -68,8 +82,8 @@ def test_connect_ephemeral_events_and_native_rtp_both_ways() -> None:
         # Payloads arrive byte-exact, in order, with timestamps spaced by the sample count.
         up = answerer.sinks[0].packets
         assert [p[2] for p in up] == payloads_up
-        assert {(b[1] - a[1]) % 2**32 for a, b in zip(up, up[1:])} == {960}
-        assert {(b[0] - a[0]) % 2**16 for a, b in zip(up, up[1:])} == {1}
+        assert {(b[1] - a[1]) % 2**32 for a, b in itertools.pairwise(up)} == {960}
+        assert {(b[0] - a[0]) % 2**16 for a, b in itertools.pairwise(up)} == {1}
         assert [p[2] for p in sink.packets] == payloads_down
         await transport.close()
         assert transport.state == "closed"
@@ -98,8 +112,12 @@ def test_beta_posts_offer_with_model_query() -> None:
     async def main() -> None:
         answerer = MiniAnswerer()
         base_url = await answerer.start()
-        transport = WebRTCTransport(base_url=base_url, api_version="beta", model="gpt-4o-realtime-preview",
-                                    loopback_only=False)
+        transport = WebRTCTransport(
+            base_url=base_url,
+            api_version="beta",
+            model="gpt-4o-realtime-preview",
+            loopback_only=False,
+        )
         await transport.connect(key="ek_test_key_1234")
         assert answerer.requests[0]["path"] == "/v1/realtime"
         assert answerer.requests[0]["query"] == {"model": "gpt-4o-realtime-preview"}
@@ -116,7 +134,8 @@ def test_unknown_key_is_authentication_error_with_the_envelope_message() -> None
         transport = WebRTCTransport(base_url=base_url, loopback_only=False)
         with pytest.raises(errors.AuthenticationError, match="Incorrect API key provided") as info:
             await transport.connect(key="ek_wrong_key_99999")
-        assert info.value.status == 401 and info.value.code == "invalid_api_key"
+        assert info.value.status == 401
+        assert info.value.code == "invalid_api_key"
         assert "ek_wrong_key_99999" not in str(info.value)
         assert transport.state == "failed"
         await answerer.stop()
@@ -132,7 +151,9 @@ def test_oversized_message_is_refused_with_a_clear_error() -> None:
         await transport.connect(key="ek_test_key_1234")
         assert transport.max_message_bytes == 1000
         big = json.dumps({"type": "conversation.item.create", "pad": "x" * 2000})
-        with pytest.raises(errors.TransportError, match="exceeds the peer's maximum message size of 1000"):
+        with pytest.raises(
+            errors.TransportError, match="exceeds the peer's maximum message size of 1000"
+        ):
             await transport.send_text(big)
         await transport.send_text(json.dumps({"type": "response.create"}))
         await transport.close()
@@ -149,11 +170,14 @@ def test_close_leaves_no_thread() -> None:
         transport = WebRTCTransport(base_url=base_url, loopback_only=False)
         await transport.connect(key="ek_test_key_1234")
         rtc = transport.rtc_thread
-        assert rtc is not None and rtc.thread.is_alive()
+        assert rtc is not None
+        assert rtc.thread.is_alive()
         await transport.close()
         assert not rtc.thread.is_alive()
         assert rtc.loop.is_closed()
-        leftover = [t for t in threading.enumerate() if t.ident not in before and t.name != "asyncio_0"]
+        leftover = [
+            t for t in threading.enumerate() if t.ident not in before and t.name != "asyncio_0"
+        ]
         assert leftover == []
         await answerer.stop()
 

@@ -85,7 +85,7 @@ class StreamResampler:
         if native is not None:
             self._native = native(in_rate_hz, out_rate_hz, 1)
         else:
-            import soxr
+            import soxr  # type: ignore[import-untyped]
 
             self._soxr = soxr.ResampleStream(in_rate_hz, out_rate_hz, 1, dtype="float32")
 
@@ -133,19 +133,21 @@ class Uplink:
             fec=fec,
             packet_loss_perc=packet_loss_perc,
         )
-        self._ring = _core.AudioRing(int(buffer_s * OPUS_RATE_HZ), 1, np.float32)
+        capacity = 1 << max(1, int(buffer_s * OPUS_RATE_HZ) - 1).bit_length()  # power of two
+        self._ring = _core.AudioRing(capacity, 1, np.float32)
         self._frame = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         self._resamplers: dict[int, StreamResampler] = {}
         self._clock_ns = clock_ns
+        self.partial_wait_ns = 10_000_000
         self._start_ns: int | None = None
         self._index = 0
         self.stats = UplinkStats()
-        # Sample index (48 kHz, uplink timeline) at which each pushed block starts; used for
-        # mouth-to-ear measurements.
+        # Monotonic time of the first push (for latency measurements).
         self.first_input_ns: int | None = None
 
     def start(self, start_ns: int | None = None) -> None:
-        """Anchor the sample clock; packet n is due at start + n * 20 ms."""
+        """Anchor the sample clock; packet n is due at start + n * 20 ms. By default the first
+        ``pop_packet()`` anchors it, i.e. the moment the network starts sending."""
         self._start_ns = self._clock_ns() if start_ns is None else start_ns
         self._index = 0
 
@@ -178,7 +180,7 @@ class Uplink:
 
     def next_due_ns(self) -> int | None:
         if self._start_ns is None:
-            return None
+            return None  # not started: the first pop_packet() anchors the clock
         return self._start_ns + self._index * FRAME_MS * 1_000_000
 
     def pop_packet(self) -> tuple[bytes, int, int] | None:
@@ -186,7 +188,12 @@ class Uplink:
             self.start()
         due = self.next_due_ns()
         assert due is not None
-        if self._clock_ns() < due:
+        now = self._clock_ns()
+        if now < due:
+            return None
+        available = int(self._ring.available)
+        if 0 < available < FRAME_SAMPLES and now - due < self.partial_wait_ns:
+            # The producer is mid-frame: a short wait beats splitting speech with zeros.
             return None
         got = int(self._ring.read_into(self._frame))
         if got < FRAME_SAMPLES:
@@ -217,6 +224,7 @@ class DownlinkStats:
     concealed_frames: int = 0
     concealment_events: int = 0
     silent_frames: int = 0
+    frames_dropped: int = 0
     samples_played: int = 0
     samples_flushed: int = 0
     buffer_delay_ms: float = 0.0
@@ -233,13 +241,18 @@ class FecJitterBuffer:
     sending): silence, not concealment, until packets arrive again.
     """
 
-    def __init__(self, *, target_frames: int = 3, max_frames: int = 50, idle_frames: int = 5) -> None:
+    def __init__(
+        self, *, target_frames: int = 3, max_frames: int = 50, idle_frames: int = 5
+    ) -> None:
         decoder_cls = _require("OpusDecoder")
         self._decoder = decoder_cls(OPUS_RATE_HZ, 1)
         self._has_fec = getattr(decoder_cls, "packet_has_fec", None)
         self.target_frames = target_frames
         self.max_frames = max_frames
         self.idle_frames = idle_frames
+        self.excess_frames = 2
+        self.max_excess_frames = 10
+        self.quiet_rms = 0.01
         self._packets: dict[int, bytes] = {}
         self._next: int | None = None
         self._last_seq_ext: int | None = None
@@ -304,6 +317,25 @@ class FecJitterBuffer:
                 self.stats.silent_frames += 1
                 return np.zeros(FRAME_SAMPLES, dtype=np.float32)
         assert self._next is not None
+        # A burst left more than the target queued: skip quiet frames (decoded, so the decoder
+        # state stays continuous) until back near the target; a fixed-delay buffer that never
+        # drains only adds latency. Speech is skipped only when the backlog is far too long.
+        while len(self._packets) > self.target_frames + self.excess_frames:
+            newest = max(self._packets)
+            if newest - self._next + 1 <= self.target_frames + 1:
+                break
+            payload = self._packets.pop(self._next, None)
+            self._next += 1
+            if payload is None:
+                continue
+            pcm = self._fit(self._decoder.decode(payload))
+            quiet = float(np.sqrt(np.mean(pcm * pcm))) < self.quiet_rms
+            if not quiet and len(self._packets) <= self.target_frames + self.max_excess_frames:
+                self._misses = 0
+                self._in_concealment = False
+                self.stats.frames_decoded += 1
+                return pcm
+            self.stats.frames_dropped += 1
         current = self._next
         self._next += 1
         payload = self._packets.pop(current, None)

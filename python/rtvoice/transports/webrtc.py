@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import ipaddress
 import json
 import logging
@@ -35,10 +36,16 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 
 from rtvoice import errors
-from rtvoice.rtc.native_audio import EncodedAudioTrack, PacketSource, RtpSink, RtpTap, attach_rtp_sink
+from rtvoice.rtc.native_audio import (
+    EncodedAudioTrack,
+    PacketSource,
+    RtpSink,
+    RtpTap,
+    attach_rtp_sink,
+)
 from rtvoice.rtc.thread import RtcThread
 
-__all__ = ["ConnectTimings", "WebRTCTransport", "is_loopback_url", "DATA_CHANNEL_LABEL"]
+__all__ = ["DATA_CHANNEL_LABEL", "ConnectTimings", "WebRTCTransport", "is_loopback_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -315,8 +322,7 @@ class WebRTCTransport:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
         self._pc = pc
         if self.loopback:
-            from rtvoice.rtc import loopback
-
+            loopback = importlib.import_module("rtvoice.rtc.loopback")
             loopback.restrict_to_loopback(pc)
 
         @pc.on("connectionstatechange")
@@ -408,7 +414,7 @@ class WebRTCTransport:
         failed = asyncio.ensure_future(pending.failed.wait())
         try:
             remaining = max(deadline - time.perf_counter(), 0.0)
-            done, _ = await asyncio.wait(
+            _done, _ = await asyncio.wait(
                 {waiter, failed}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
@@ -417,14 +423,14 @@ class WebRTCTransport:
         if event.is_set():
             return
         if pending.failed.is_set():
-            raise errors.TransportError(f"connect failed while waiting for {what}: {pending.failure}")
+            raise errors.TransportError(
+                f"connect failed while waiting for {what}: {pending.failure}"
+            )
         raise errors.TimeoutError(
             f"timed out after {self._connect_timeout_s:g} s waiting for {what}"
         )
 
-    async def _post_offer(
-        self, offer_sdp: str, key: str, session: Mapping[str, Any] | None
-    ) -> str:
+    async def _post_offer(self, offer_sdp: str, key: str, session: Mapping[str, Any] | None) -> str:
         url = self._url()
         headers = {"Authorization": f"Bearer {key}", "Accept": "application/sdp"}
         data: Any
@@ -439,15 +445,19 @@ class WebRTCTransport:
         timeout = aiohttp.ClientTimeout(total=self._http_timeout_s)
         path = urllib.parse.urlsplit(url).path
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as http:
-                async with http.post(url, data=data, headers=headers) as resp:
-                    body = await resp.read()
-                    status = resp.status
-                    location = resp.headers.get("Location")
-                    content_type = resp.headers.get("Content-Type", "")
-                    request_id = resp.headers.get("x-request-id")
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as http,
+                http.post(url, data=data, headers=headers) as resp,
+            ):
+                body = await resp.read()
+                status = resp.status
+                location = resp.headers.get("Location")
+                content_type = resp.headers.get("Content-Type", "")
+                request_id = resp.headers.get("x-request-id")
         except asyncio.TimeoutError as exc:
-            raise errors.TimeoutError(f"POST {path} timed out after {self._http_timeout_s:g} s") from exc
+            raise errors.TimeoutError(
+                f"POST {path} timed out after {self._http_timeout_s:g} s"
+            ) from exc
         except aiohttp.ClientError as exc:
             raise errors.ConnectionError(f"POST {path} failed: {exc}") from exc
 
@@ -504,11 +514,13 @@ class WebRTCTransport:
             headers = {"Authorization": f"Bearer {self._hangup_key}", "Accept": "*/*"}
             try:
                 timeout = aiohttp.ClientTimeout(total=min(self._http_timeout_s, 3.0))
-                async with aiohttp.ClientSession(timeout=timeout) as http:
-                    async with http.post(url, headers=headers) as resp:
-                        await resp.read()
-                        if resp.status >= 400:
-                            logger.info("hangup of %s returned %d", self.call_id, resp.status)
+                async with (
+                    aiohttp.ClientSession(timeout=timeout) as http,
+                    http.post(url, headers=headers) as resp,
+                ):
+                    await resp.read()
+                    if resp.status >= 400:
+                        logger.info("hangup of %s returned %d", self.call_id, resp.status)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 logger.info("hangup of %s failed: %s", self.call_id, errors.redact(str(exc)))
         if self._pending is not None:
@@ -518,4 +530,3 @@ class WebRTCTransport:
         if self.outbound_track is not None:
             self.outbound_track.stop()
         self._channel = None
-

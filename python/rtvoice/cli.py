@@ -1,0 +1,420 @@
+"""The ``rtvoice`` command: ``demo`` (embedded simulator over real WebRTC) and ``talk`` (the real
+API with microphone and speaker). Each subcommand is added by its own ``add_*_parser`` function
+and runs through its own ``run_*`` function."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A failure to report as one clear line and a non-zero exit status."""
+
+
+def bundled_clip() -> Path:
+    return Path(str(resources.files("rtvoice") / "data" / "hello.wav"))
+
+
+# --------------------------------------------------------------------------------- demo
+
+
+def add_demo_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="talk to the embedded Realtime API simulator over real WebRTC on loopback",
+        description=(
+            "Starts the local Realtime API simulator, connects over WebRTC on 127.0.0.1, plays a "
+            "speech clip as the microphone, records what is played back, shows live status and "
+            "prints a summary. With --base-url it talks to any Realtime-compatible server."
+        ),
+    )
+    p.add_argument("--input", type=Path, help="WAV clip used as the microphone (default: bundled)")
+    p.add_argument("--output", type=Path, help="write the played audio to this WAV file")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="run for N seconds (default: until the reply ends, at most 30 s)",
+    )
+    p.add_argument(
+        "--loss", type=float, default=0.0, help="simulator: fraction of RTP packets lost (e.g. 0.1)"
+    )
+    p.add_argument("--jitter", type=float, default=0.0, help="simulator: RTP jitter in ms")
+    p.add_argument("--seed", type=int, default=1, help="simulator: impairment seed")
+    p.add_argument(
+        "--base-url", help="a Realtime-compatible server, e.g. https://api.openai.com/v1"
+    )
+    p.add_argument("--api-key", help="key for --base-url (default: $OPENAI_API_KEY)")
+    p.add_argument("--model", default="gpt-realtime")
+    p.add_argument("--api-version", choices=["ga", "beta"], default="ga")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no live status line")
+    p.set_defaults(func=run_demo)
+
+
+async def _start_simulator(args: argparse.Namespace) -> tuple[Any, str, str]:
+    try:
+        simulator = importlib.import_module("rtvoice.simulator")
+    except ImportError as exc:
+        raise CliError(f"the embedded simulator is not available in this build ({exc})") from exc
+    sim = simulator.Simulator(
+        loss=args.loss, jitter_ms=args.jitter, seed=args.seed, beta=args.api_version == "beta"
+    )
+    await sim.start()
+    return sim, sim.base_url, sim.api_key
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}{unit}"
+    return f"{value}{unit}"
+
+
+def _status_line(m: Any) -> str:
+    jb = m.jitter_buffer
+    return (
+        f"{m.state:<10} rtt {_fmt(m.rtt_ms, ' ms')}  jb {_fmt(jb.get('buffer_delay_ms'), ' ms', 0)}"
+        f"  loss {m.loss_fraction * 100:.1f}%  fec {jb.get('fec_recovered', 0)}"
+        f"  concealed {jb.get('concealed_frames', 0)}  sent {m.packets_sent}"
+        f"  recv {m.packets_received}"
+    )
+
+
+def mouth_to_ear_ms(m: Any, uplink_queued_ms: float) -> float | None:
+    """Client-side mouth-to-ear: audio waiting in the uplink + half the RTT + the jitter
+    buffer's delay + one 20 ms playout frame (the server's own processing excluded)."""
+    if m.rtt_ms is None:
+        return None
+    return float(
+        uplink_queued_ms + m.rtt_ms / 2 + m.jitter_buffer.get("buffer_delay_ms", 0.0) + 20.0
+    )
+
+
+async def _demo(args: argparse.Namespace) -> dict[str, Any]:
+    from rtvoice import errors
+    from rtvoice.audio.sources import WavSource, write_wav
+    from rtvoice.session import connect
+
+    clip = args.input or bundled_clip()
+    if not Path(clip).is_file():
+        raise CliError(f"input clip not found: {clip}")
+    try:
+        source = WavSource(clip, lead_s=0.5, tail_s=1.5)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+    sim = None
+    if args.base_url:
+        base_url = args.base_url
+        api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            raise CliError("--base-url needs --api-key or OPENAI_API_KEY")
+    else:
+        sim, base_url, api_key = await _start_simulator(args)
+
+    log = sys.stderr
+    live = not args.quiet and not args.json
+    session = connect(
+        base_url=base_url,
+        api_key=api_key,
+        model=args.model,
+        api_version=args.api_version,
+        instructions="You are a helpful voice assistant. Be brief.",
+    )
+    counts: dict[str, int] = {}
+    transcripts: list[str] = []
+    uplink_samples: list[float] = []
+    finished = asyncio.Event()
+    heard_reply = False
+    consumer: asyncio.Future[None] | None = None
+    try:
+        try:
+            await session.open()
+        except errors.RtvoiceError as exc:
+            raise CliError(f"could not connect to {base_url}: {exc}") from exc
+        if live:
+            print(f"connected to {base_url} (call {session.transport.call_id})", file=log)
+        session.attach_source(source)
+        t_start = time.monotonic()
+        limit_s = args.seconds if args.seconds is not None else 30.0
+
+        async def consume() -> None:
+            nonlocal heard_reply
+            async for event in session:
+                counts[event.type] = counts.get(event.type, 0) + 1
+                if event.type == "response.output_audio_transcript.done":
+                    transcripts.append(str(event.get("transcript", "")))
+                if event.type in ("output_audio_buffer.stopped", "response.done"):
+                    heard_reply = True
+                if event.type == "rtvoice.state_changed" and event.get("state") == "failed":
+                    finished.set()
+
+        async def status() -> None:
+            while True:
+                m = await session.refresh_metrics()
+                uplink_samples.append(session.uplink.queued_samples / 48.0)
+                if live:
+                    end = "\r" if log.isatty() else "\n"
+                    print(_status_line(m), end=end, file=log, flush=True)
+                done_clip = source.done.is_set()
+                if args.seconds is None and done_clip and heard_reply:
+                    # Let the tail of the reply play out of the jitter buffer.
+                    await asyncio.sleep(0.6)
+                    finished.set()
+                    return
+                if time.monotonic() - t_start >= limit_s:
+                    finished.set()
+                    return
+                await asyncio.sleep(0.5)
+
+        consumer = asyncio.ensure_future(consume())
+        reporter = asyncio.ensure_future(status())
+        await finished.wait()
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+        if live and log.isatty():
+            print(file=log)
+        if session.state == "failed":
+            raise CliError("the connection failed during the demo")
+        metrics = await session.refresh_metrics()
+        elapsed_s = time.monotonic() - t_start
+    finally:
+        await session.close()
+        if sim is not None:
+            await sim.stop()
+    if consumer is not None:
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+
+    played = session.read_audio()
+    if args.output:
+        write_wav(args.output, played, session.downlink.output_rate_hz)
+    queued_ms = float(np.median(uplink_samples)) if uplink_samples else 0.0
+    jb = metrics.jitter_buffer
+    return {
+        "ok": True,
+        "server": "simulator" if sim is not None else base_url,
+        "call_id": session.transport.call_id,
+        "seconds": round(elapsed_s, 2),
+        "connect_ms": {k: (None if v is None else round(v, 1)) for k, v in metrics.connect.items()},
+        "packets_sent": metrics.packets_sent,
+        "packets_received": metrics.packets_received,
+        "packets_lost": metrics.packets_lost,
+        "loss_percent": round(metrics.loss_fraction * 100, 2),
+        "rtt_ms": None if metrics.rtt_ms is None else round(metrics.rtt_ms, 2),
+        "jitter_ms": None if metrics.jitter_ms is None else round(metrics.jitter_ms, 2),
+        "fec_recovered": jb["fec_recovered"],
+        "concealed_frames": jb["concealed_frames"],
+        "concealment_events": jb["concealment_events"],
+        "frames_decoded": jb["frames_decoded"],
+        "jitter_buffer_delay_ms": jb["buffer_delay_ms"],
+        "mouth_to_ear_ms": None
+        if mouth_to_ear_ms(metrics, queued_ms) is None
+        else round(mouth_to_ear_ms(metrics, queued_ms) or 0.0, 1),
+        "played_seconds": round(played.size / session.downlink.output_rate_hz, 2),
+        "output": str(args.output) if args.output else None,
+        "events": counts,
+        "transcripts": transcripts,
+    }
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    c = s["connect_ms"]
+    print("rtvoice demo summary")
+    print(f"  server            {s['server']} (call {s['call_id']})")
+    print(
+        "  connect           "
+        f"total {_fmt(c['total_ms'], ' ms')} = key {_fmt(c['key_ms'], ' ms')}"
+        f" + ICE gathering {_fmt(c['ice_gathering_ms'], ' ms')}"
+        f" + SDP POST {_fmt(c['sdp_post_ms'], ' ms')}"
+        f" + ICE/DTLS {_fmt(c['ice_dtls_ms'], ' ms')}"
+        f" + data channel {_fmt(c['data_channel_ms'], ' ms')}"
+        f" + session.created {_fmt(c['session_created_ms'], ' ms')}"
+    )
+    print(
+        f"  packets           sent {s['packets_sent']}, received {s['packets_received']}, "
+        f"lost {s['packets_lost']} ({s['loss_percent']}%)"
+    )
+    print(
+        f"  network           RTT {_fmt(s['rtt_ms'], ' ms', 2)}, "
+        f"jitter {_fmt(s['jitter_ms'], ' ms', 2)}"
+    )
+    print(
+        f"  playout           {s['frames_decoded']} frames decoded, "
+        f"{s['fec_recovered']} FEC recoveries, "
+        f"{s['concealed_frames']} concealed frames ({s['concealment_events']} events)"
+    )
+    print(
+        f"  mouth-to-ear      {_fmt(s['mouth_to_ear_ms'], ' ms')} "
+        "(client path: uplink queue + RTT/2 + jitter buffer + 20 ms frame)"
+    )
+    print(
+        f"  played            {s['played_seconds']} s"
+        + (f" -> {s['output']}" if s["output"] else "")
+    )
+    if s["transcripts"]:
+        print(f"  assistant said    {' | '.join(t for t in s['transcripts'] if t)}")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from rtvoice import errors
+
+    try:
+        summary = asyncio.run(_demo(args))
+    except CliError as exc:
+        return _fail(args, str(exc))
+    except errors.RtvoiceError as exc:
+        return _fail(args, f"{type(exc).__name__}: {exc}")
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary)
+    return EXIT_OK
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": False, "error": message}))
+    print(f"rtvoice {args.command}: error: {message}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+# --------------------------------------------------------------------------------- talk
+
+
+def add_talk_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "talk",
+        help="talk to the Realtime API with your microphone and speaker",
+        description="Connects to the Realtime API (default https://api.openai.com/v1) over "
+        "WebRTC and holds a conversation through the default sound devices (sounddevice).",
+    )
+    p.add_argument("--base-url", default=None, help="default: $OPENAI_BASE_URL or the real API")
+    p.add_argument("--api-key", help="default: $OPENAI_API_KEY")
+    p.add_argument("--model", default="gpt-realtime")
+    p.add_argument("--voice", default=None)
+    p.add_argument("--instructions", default="You are a helpful voice assistant.")
+    p.add_argument("--api-version", choices=["ga", "beta"], default="ga")
+    p.add_argument("--seconds", type=float, default=None, help="hang up after N seconds")
+    p.add_argument("--output", type=Path, help="also write what was played to this WAV file")
+    p.set_defaults(func=run_talk)
+
+
+async def _talk(args: argparse.Namespace) -> None:
+    from rtvoice import errors
+    from rtvoice.audio.sources import DeviceError, MicrophoneSource, SpeakerSink, write_wav
+    from rtvoice.session import connect
+
+    api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+    if not api_key:
+        raise CliError("no API key: pass --api-key or set OPENAI_API_KEY")
+    try:
+        import sounddevice  # type: ignore[import-untyped]  # noqa: F401  (fail before connecting if PortAudio is absent)
+    except (OSError, ImportError) as exc:
+        raise CliError(
+            f"sound devices unavailable: {exc} (install PortAudio: apt-get install libportaudio2)"
+        ) from exc
+    session = connect(
+        base_url=args.base_url,
+        api_key=api_key,
+        model=args.model,
+        voice=args.voice,
+        instructions=args.instructions,
+        api_version=args.api_version,
+        headless_playout=False,
+    )
+    recorded: list[Any] = []
+    speaker = SpeakerSink(session.downlink.output_rate_hz)
+
+    def pull(n: int) -> Any:
+        pcm = session.downlink.pull(n, time.monotonic_ns())
+        if args.output:
+            recorded.append(pcm)
+        return pcm
+
+    try:
+        try:
+            await session.open()
+        except errors.RtvoiceError as exc:
+            raise CliError(f"could not connect: {exc}") from exc
+        try:
+            speaker.start(pull)
+            session.attach_source(MicrophoneSource())
+        except DeviceError as exc:
+            raise CliError(str(exc)) from exc
+        print("connected; speak now (Ctrl-C to hang up)", file=sys.stderr)
+        deadline = None if args.seconds is None else time.monotonic() + args.seconds
+        async for event in session:
+            if event.type == "response.output_audio_transcript.done":
+                print(f"assistant: {event.get('transcript', '')}", file=sys.stderr)
+            elif event.type == "conversation.item.input_audio_transcription.completed":
+                print(f"you: {event.get('transcript', '')}", file=sys.stderr)
+            if deadline is not None and time.monotonic() > deadline:
+                break
+    finally:
+        speaker.stop()
+        await session.close()
+    if args.output and recorded:
+        write_wav(args.output, np.concatenate(recorded), session.downlink.output_rate_hz)
+
+
+def run_talk(args: argparse.Namespace) -> int:
+    from rtvoice import errors
+
+    try:
+        asyncio.run(_talk(args))
+    except CliError as exc:
+        return _fail(args, str(exc))
+    except errors.RtvoiceError as exc:
+        return _fail(args, f"{type(exc).__name__}: {exc}")
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtvoice", description="Live voice conversations with the OpenAI Realtime API."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_demo_parser(sub)
+    add_talk_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""The aiortc hook of the native audio path. These fail loudly when an aiortc upgrade moves the
+internals rtvoice.rtc.native_audio relies on (the loopback test in tests/integration checks that
+payloads really pass through byte-exact)."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+
+import aiortc
+import pytest
+from aiortc.codecs import get_encoder
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtp import RtpPacket
+
+from rtvoice.rtc import native_audio
+from rtvoice.rtc.native_audio import (
+    AiortcCompatibilityError,
+    EncodedAudioTrack,
+    RtpTap,
+    attach_rtp_sink,
+    check_aiortc,
+)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.got: list[tuple[int, int, bytes, int]] = []
+
+    def push_rtp(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> None:
+        self.got.append((seq, timestamp, payload, arrival_ns))
+
+
+def test_installed_aiortc_is_supported() -> None:
+    check_aiortc()
+
+
+def test_unsupported_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aiortc, "__version__", "1.99.0")
+    with pytest.raises(AiortcCompatibilityError, match=r"supports aiortc 1\.16"):
+        check_aiortc()
+
+
+def test_opus_packets_are_packed_as_is_without_a_second_encode() -> None:
+    # RTCRtpSender hands av.Packet (not frames) to the codec's pack(): the payload must come out
+    # byte-identical with the timestamp taken from pts in 48 kHz units.
+    codec = RTCRtpCodecParameters(
+        mimeType="audio/opus", clockRate=48000, channels=2, payloadType=96
+    )
+    encoder = get_encoder(codec)
+
+    class One:
+        def pop_packet(self) -> tuple[bytes, int, int] | None:
+            return b"\xf8\x01\x02\x03", 960 * 7, 7
+
+    track = EncodedAudioTrack(One())
+    packet = asyncio.run(track.recv())
+    assert packet.time_base == fractions.Fraction(1, 48000)
+    payloads, timestamp = encoder.pack(packet)
+    assert payloads == [b"\xf8\x01\x02\x03"]
+    assert timestamp == 960 * 7
+
+
+def test_receiver_jitter_buffer_is_replaced_by_the_tap() -> None:
+    async def main() -> None:
+        pc = aiortc.RTCPeerConnection()
+        transceiver = pc.addTransceiver("audio")
+        sink = Sink()
+        tap = attach_rtp_sink(transceiver.receiver, sink)
+        assert getattr(transceiver.receiver, native_audio._RECEIVER_JITTER_ATTR) is tap
+        packet = RtpPacket(payload_type=96, sequence_number=65535, timestamp=123456)
+        packet.payload = b"\xf8abc"
+        assert tap.add(packet) == (False, None)
+        assert sink.got[0][:3] == (65535, 123456, b"\xf8abc")
+        await pc.close()
+
+    asyncio.run(main())
+
+
+def test_moved_internals_fail_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(RTCRtpReceiver, "_handle_rtp_packet")
+    with pytest.raises(AiortcCompatibilityError, match="_handle_rtp_packet"):
+        check_aiortc()
+
+
+def test_empty_payload_is_not_forwarded() -> None:
+    sink = Sink()
+    tap = RtpTap(sink)
+    packet = RtpPacket(payload_type=96, sequence_number=1, timestamp=0)
+    tap.add(packet)
+    assert sink.got == []
+    assert tap.packets == 1

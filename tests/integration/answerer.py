@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from rtvoice.rtc.loopback import restrict_to_loopback
 from rtvoice.rtc.native_audio import EncodedAudioTrack, PacketSource, attach_rtp_sink
 
 
@@ -140,7 +141,7 @@ class MiniAnswerer:
                 "invalid_offer",
             )
 
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = restrict_to_loopback(RTCPeerConnection(RTCConfiguration(iceServers=[])))
         self.pcs.append(pc)
         sink = RecordingSink()
         self.sinks.append(sink)

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from rtvoice import errors
+from rtvoice.rtc.loopback import sdp_candidate_addresses
 from rtvoice.transports.webrtc import WebRTCTransport
 
 from .answerer import MiniAnswerer, RecordingSink
@@ -50,7 +51,6 @@ def test_connect_ephemeral_events_and_native_rtp_both_ways() -> None:
         source = ListSource(payloads_up)
         transport = WebRTCTransport(
             base_url=base_url,
-            loopback_only=False,
             packet_source=source,
             packet_due_ns=source.due_ns,
             rtp_sink=sink,
@@ -60,6 +60,10 @@ def test_connect_ephemeral_events_and_native_rtp_both_ways() -> None:
         assert transport.call_id
         assert transport.call_id.startswith("rtc_")
         assert "a=fmtp:96 minptime=10;useinbandfec=1" in transport.local_sdp
+        # On loopback both sides offer 127.0.0.1 candidates only.
+        assert set(sdp_candidate_addresses(transport.local_sdp)) == {"127.0.0.1"}
+        assert transport.remote_sdp is not None
+        assert set(sdp_candidate_addresses(transport.remote_sdp)) == {"127.0.0.1"}
         assert transport.local_sdp.count("m=audio") == 1
         assert "a=sendrecv" in transport.local_sdp
         assert answerer.requests[0]["content_type"] == "application/sdp"
@@ -96,7 +100,7 @@ def test_multipart_standard_key_hangs_up_on_close() -> None:
     async def main() -> None:
         answerer = MiniAnswerer()
         base_url = await answerer.start()
-        transport = WebRTCTransport(base_url=base_url, loopback_only=False)
+        transport = WebRTCTransport(base_url=base_url)
         session = {"type": "realtime", "model": "gpt-realtime", "instructions": "Be brief."}
         await transport.connect(key="sk-test-standard-key", session=session)
         assert answerer.requests[0]["content_type"] == "multipart/form-data"
@@ -116,7 +120,6 @@ def test_beta_posts_offer_with_model_query() -> None:
             base_url=base_url,
             api_version="beta",
             model="gpt-4o-realtime-preview",
-            loopback_only=False,
         )
         await transport.connect(key="ek_test_key_1234")
         assert answerer.requests[0]["path"] == "/v1/realtime"
@@ -131,7 +134,7 @@ def test_unknown_key_is_authentication_error_with_the_envelope_message() -> None
     async def main() -> None:
         answerer = MiniAnswerer()
         base_url = await answerer.start()
-        transport = WebRTCTransport(base_url=base_url, loopback_only=False)
+        transport = WebRTCTransport(base_url=base_url)
         with pytest.raises(errors.AuthenticationError, match="Incorrect API key provided") as info:
             await transport.connect(key="ek_wrong_key_99999")
         assert info.value.status == 401
@@ -147,7 +150,7 @@ def test_oversized_message_is_refused_with_a_clear_error() -> None:
     async def main() -> None:
         answerer = MiniAnswerer(max_message_size=1000)
         base_url = await answerer.start()
-        transport = WebRTCTransport(base_url=base_url, loopback_only=False)
+        transport = WebRTCTransport(base_url=base_url)
         await transport.connect(key="ek_test_key_1234")
         assert transport.max_message_bytes == 1000
         big = json.dumps({"type": "conversation.item.create", "pad": "x" * 2000})
@@ -167,7 +170,7 @@ def test_close_leaves_no_thread() -> None:
         answerer = MiniAnswerer()
         base_url = await answerer.start()
         before = {t.ident for t in threading.enumerate()}
-        transport = WebRTCTransport(base_url=base_url, loopback_only=False)
+        transport = WebRTCTransport(base_url=base_url)
         await transport.connect(key="ek_test_key_1234")
         rtc = transport.rtc_thread
         assert rtc is not None

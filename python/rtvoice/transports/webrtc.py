@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import ipaddress
 import json
 import logging
 import time
@@ -36,6 +34,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 
 from rtvoice import errors
+from rtvoice.rtc import loopback
+from rtvoice.rtc.loopback import is_loopback_url
 from rtvoice.rtc.native_audio import (
     EncodedAudioTrack,
     PacketSource,
@@ -55,16 +55,6 @@ DEFAULT_MAX_MESSAGE_BYTES = 65536
 OPUS_FMTP = {"minptime": 10, "useinbandfec": 1}
 
 TransportState = Literal["new", "connecting", "connected", "closed", "failed"]
-
-
-def is_loopback_url(base_url: str) -> bool:
-    host = urllib.parse.urlsplit(base_url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
@@ -322,7 +312,6 @@ class WebRTCTransport:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
         self._pc = pc
         if self.loopback:
-            loopback = importlib.import_module("rtvoice.rtc.loopback")
             loopback.restrict_to_loopback(pc)
 
         @pc.on("connectionstatechange")

@@ -66,8 +66,15 @@ class MiniAnswerer:
         packet_source_factory: Callable[[], PacketSource] | None = None,
         max_message_size: int | None = None,
         echo: bool = False,
+        on_event: Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], None] | None = None,
+        answer_override: tuple[int, str, str] | None = None,
     ) -> None:
         self.echo = echo
+        # on_event(event, send): a scripted reply to each client event (default: an "echo").
+        self.on_event = on_event
+        # (status, body, content type) returned instead of a real answer.
+        self.answer_override = answer_override
+        self.channels: list[Any] = []
         self.keys = set(keys)
         self.packet_source_factory = packet_source_factory
         self.max_message_size = max_message_size
@@ -134,6 +141,9 @@ class MiniAnswerer:
                 "offer": offer,
             }
         )
+        if self.answer_override is not None:
+            status, body, ctype = self.answer_override
+            return web.Response(status=status, text=body, content_type=ctype)
         if "m=audio" not in offer:
             return self._error(
                 400,
@@ -148,6 +158,8 @@ class MiniAnswerer:
 
         @pc.on("datachannel")
         def _on_channel(channel: Any) -> None:
+            self.channels.append(channel)
+
             def _send_created() -> None:
                 channel.send(
                     json.dumps(
@@ -168,7 +180,10 @@ class MiniAnswerer:
             def _on_message(message: str) -> None:
                 event = json.loads(message)
                 self.received.append(event)
-                channel.send(json.dumps({"type": "echo", "event_id": "event_x", "of": event}))
+                if self.on_event is not None:
+                    self.on_event(event, lambda e: channel.send(json.dumps(e)))
+                else:
+                    channel.send(json.dumps({"type": "echo", "event_id": "event_x", "of": event}))
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         for transceiver in pc.getTransceivers():

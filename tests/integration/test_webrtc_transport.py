@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import os
 import threading
 import time
 
@@ -185,3 +187,80 @@ def test_close_leaves_no_thread() -> None:
         await answerer.stop()
 
     run(main())
+
+
+def _socket_fds() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                count += 1
+    return count
+
+
+def test_close_releases_every_socket_and_task() -> None:
+    async def main() -> None:
+        answerer = MiniAnswerer()
+        base_url = await answerer.start()
+        before_sockets = _socket_fds()
+        before_tasks = len(asyncio.all_tasks())
+        transport = WebRTCTransport(base_url=base_url)
+        await transport.connect(key="sk-test-standard-key", session={"type": "realtime"})
+        assert _socket_fds() > before_sockets
+        await transport.close()
+        await answerer.stop()  # the answerer's own peer sockets
+        await asyncio.sleep(0.1)
+        assert len(asyncio.all_tasks()) == before_tasks
+        # The answerer's HTTP listener was opened before the baseline and is closed now.
+        assert _socket_fds() <= before_sockets - 1
+
+    asyncio.run(main())
+
+
+def test_an_answer_that_is_not_sdp_is_a_clear_protocol_error() -> None:
+    async def main() -> None:
+        answerer = MiniAnswerer(answer_override=(201, '{"ok": true}', "application/json"))
+        base_url = await answerer.start()
+        transport = WebRTCTransport(base_url=base_url)
+        with pytest.raises(errors.ProtocolError, match="not an SDP answer"):
+            await transport.connect(key="ek_test_key_1234")
+        await answerer.stop()
+
+    asyncio.run(main())
+
+
+def test_a_corrupt_sdp_answer_is_rejected_before_any_media() -> None:
+    async def main() -> None:
+        answerer = MiniAnswerer(answer_override=(201, "v=0\r\nm=bogus\r\n", "application/sdp"))
+        base_url = await answerer.start()
+        transport = WebRTCTransport(base_url=base_url)
+        with pytest.raises(errors.ProtocolError, match="SDP answer was rejected"):
+            await transport.connect(key="ek_test_key_1234")
+        assert transport.state == "failed"
+        await answerer.stop()
+
+    asyncio.run(main())
+
+
+def test_a_rejected_offer_is_a_bad_request_with_the_servers_message() -> None:
+    body = json.dumps(
+        {
+            "error": {
+                "message": "Invalid SDP offer. Offer did not have an audio media section.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_offer",
+            }
+        }
+    )
+
+    async def main() -> None:
+        answerer = MiniAnswerer(answer_override=(400, body, "application/json"))
+        base_url = await answerer.start()
+        transport = WebRTCTransport(base_url=base_url)
+        with pytest.raises(errors.BadRequestError, match="Offer did not have an audio") as info:
+            await transport.connect(key="ek_test_key_1234")
+        assert info.value.code == "invalid_offer"
+        await answerer.stop()
+
+    asyncio.run(main())

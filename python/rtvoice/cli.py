@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from rtvoice.cli_sim import add_serve_sim_parser, add_token_parser
+
 __all__ = ["build_parser", "main"]
 
 EXIT_OK = 0
@@ -406,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_demo_parser(sub)
     add_talk_parser(sub)
+    add_token_parser(sub)
+    add_serve_sim_parser(sub)
     return parser
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
+    "ConfigurationError",
     "ConflictError",
     "ConnectionError",
     "InternalServerError",
@@ -66,6 +67,10 @@ class RtvoiceError(Exception):
     def __init__(self, message: str) -> None:
         self.message = redact(message)
         super().__init__(self.message)
+
+
+class ConfigurationError(RtvoiceError, ValueError):
+    """Missing or unusable configuration: no API key, a base URL that is not http(s), ..."""
 
 
 class ConnectionError(RtvoiceError):

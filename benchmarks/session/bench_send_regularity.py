@@ -1,0 +1,156 @@
+"""Send-interval regularity while the application blocks its event loop 15 ms every 100 ms.
+
+Both clients send 20 ms Opus packets to the same peer, which runs in its own process and logs
+arrival times; the figure is the distribution of intervals between consecutive arrivals (ideal:
+20 ms each).
+
+- rtvoice: WebRTCTransport + Uplink (packets released on the sample clock, on the transport's own
+  thread and loop).
+- aiortc: a stock RTCPeerConnection on the application's loop with aiortc's own AudioStreamTrack
+  (paced with asyncio.sleep) and aiortc's Opus encoder.
+
+The blocker holds the loop either with a busy CPU loop (keeps the GIL) or with time.sleep
+(releases it).
+
+Run: python benchmarks/session/bench_send_regularity.py [--seconds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+import aiortc
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
+
+import rtvoice
+from rtvoice.audio.engine import Uplink
+from rtvoice.rtc.loopback import restrict_to_loopback
+from rtvoice.transports.webrtc import WebRTCTransport
+
+try:
+    from . import _peer
+except ImportError:
+    import _peer  # type: ignore[no-redef]
+
+KEY = "ek_test_key_1234"
+
+
+async def blocker(mode: str, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(0.085)
+        if mode == "busy":
+            end = time.perf_counter() + 0.015
+            while time.perf_counter() < end:
+                pass
+        elif mode == "sleep":
+            time.sleep(0.015)
+
+
+async def run_rtvoice(base_url: str, seconds: float, mode: str) -> None:
+    uplink = Uplink()
+    transport = WebRTCTransport(
+        base_url=base_url, packet_source=uplink, packet_due_ns=uplink.next_due_ns
+    )
+    await transport.connect(key=KEY)
+    tone = (0.2 * np.sin(2 * np.pi * 220 * np.arange(int(48000 * seconds)) / 48000)).astype(
+        np.float32
+    )
+    uplink.push(tone, 48000)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(blocker(mode, stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await task
+    await transport.close()
+
+
+async def run_aiortc(base_url: str, seconds: float, mode: str) -> None:
+    pc = restrict_to_loopback(RTCPeerConnection(RTCConfiguration(iceServers=[])))
+    pc.addTransceiver(AudioStreamTrack(), direction="sendrecv")
+    channel = pc.createDataChannel("oai-events")
+    opened = asyncio.Event()
+    channel.on("open", opened.set)
+    await pc.setLocalDescription(await pc.createOffer())
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{base_url}/realtime/calls",
+            data=pc.localDescription.sdp,
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/sdp"},
+        ) as resp,
+    ):
+        answer = await resp.text()
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    await asyncio.wait_for(opened.wait(), 15)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(blocker(mode, stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await task
+    await pc.close()
+
+
+async def arrivals(debug_url: str, index: int) -> list[int]:
+    async with aiohttp.ClientSession() as http, http.get(f"{debug_url}/arrivals/{index}") as r:
+        return list(json.loads(await r.text()))
+
+
+def intervals_ms(arrival_ns: list[int]) -> np.ndarray:
+    a = np.asarray(arrival_ns, dtype=np.int64)
+    a = a[10:]  # skip the start-up burst
+    return np.diff(a) / 1e6
+
+
+def describe(iv: np.ndarray) -> dict[str, float]:
+    return {
+        "packets": float(iv.size + 1),
+        "p50_ms": float(np.percentile(iv, 50)),
+        "p99_ms": float(np.percentile(iv, 99)),
+        "max_ms": float(iv.max()),
+        "over_30ms_pct": float(np.mean(iv > 30.0) * 100),
+    }
+
+
+async def main(seconds: float, modes: list[str]) -> dict[str, Any]:
+    proc, base_url, debug_url = _peer.spawn()
+    results: dict[str, Any] = {}
+    index = 0
+    try:
+        for mode in modes:
+            await run_rtvoice(base_url, seconds, mode)
+            results[f"rtvoice/{mode}"] = describe(intervals_ms(await arrivals(debug_url, index)))
+            index += 1
+            await run_aiortc(base_url, seconds, mode)
+            results[f"aiortc/{mode}"] = describe(intervals_ms(await arrivals(debug_url, index)))
+            index += 1
+    finally:
+        _peer.stop(proc)
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--modes", default="none,busy,sleep")
+    args = parser.parse_args()
+    print(f"rtvoice {rtvoice.__version__}, aiortc {aiortc.__version__}, numpy {np.__version__}")
+    print("RTP inter-arrival intervals at the peer; the app blocks its loop 15 ms every 100 ms")
+    res = asyncio.run(main(args.seconds, args.modes.split(",")))
+    print(
+        f"  {'client/blocking':18} {'pkts':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'>30ms %':>8}"
+    )
+    for name, s in res.items():
+        print(
+            f"  {name:18} {s['packets']:5.0f} {s['p50_ms']:7.1f} {s['p99_ms']:7.1f}"
+            f" {s['max_ms']:7.1f} {s['over_30ms_pct']:8.1f}"
+        )
+    for mode in args.modes.split(","):
+        a, b = res[f"rtvoice/{mode}"], res[f"aiortc/{mode}"]
+        print(f"  p99 ratio rtvoice/aiortc ({mode}): {a['p99_ms'] / b['p99_ms']:.2f}")

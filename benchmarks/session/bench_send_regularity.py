@@ -143,9 +143,8 @@ if __name__ == "__main__":
     print(f"rtvoice {rtvoice.__version__}, aiortc {aiortc.__version__}, numpy {np.__version__}")
     print("RTP inter-arrival intervals at the peer; the app blocks its loop 15 ms every 100 ms")
     res = asyncio.run(main(args.seconds, args.modes.split(",")))
-    print(
-        f"  {'client/blocking':18} {'pkts':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'>30ms %':>8}"
-    )
+    header = ("client/blocking", "pkts", "p50 ms", "p99 ms", "max ms", ">30ms %")
+    print("  {:18} {:>5} {:>7} {:>7} {:>7} {:>8}".format(*header))
     for name, s in res.items():
         print(
             f"  {name:18} {s['packets']:5.0f} {s['p50_ms']:7.1f} {s['p99_ms']:7.1f}"

@@ -19,7 +19,6 @@ import contextlib
 import inspect
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from typing_extensions import Self
 
-from rtvoice import errors, events
+from rtvoice import auth, errors, events
 from rtvoice.audio.engine import Downlink, DownlinkStats, PlayoutThread, Uplink, UplinkStats
 from rtvoice.transports.webrtc import ConnectTimings, WebRTCTransport
 
@@ -47,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 SessionState = Literal["idle", "connecting", "connected", "closed", "failed"]
 STATE_EVENT = "rtvoice.state_changed"
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 FloatArray = npt.NDArray[np.float32]
 
 
@@ -142,7 +140,7 @@ class RealtimeSession:
         session: Mapping[str, Any] | None = None,
         transport: Literal["webrtc"] = "webrtc",
         base_url: str | None = None,
-        api_key: str | None = None,
+        api_key: str | auth.Secret | None = None,
         api_version: Literal["ga", "beta"] = "ga",
         ephemeral: bool = True,
         key_ttl_s: int = 600,
@@ -166,14 +164,9 @@ class RealtimeSession:
             raise ValueError(f"api_version must be 'ga' or 'beta', not {api_version!r}")
         self.model = model
         self.api_version = api_version
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip(
-            "/"
-        )
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not self._api_key:
-            raise errors.AuthenticationError(
-                "no API key: pass api_key= or set OPENAI_API_KEY", status=401
-            )
+        self.base_url = auth.resolve_base_url(base_url)
+        self._secret = auth.resolve_api_key(api_key)
+        self._minter: auth.KeyMinter | None = None
         self._ephemeral = ephemeral
         self._key_ttl_s = key_ttl_s
         self._tools: dict[str, Tool] = {}
@@ -319,8 +312,7 @@ class RealtimeSession:
 
     async def _credentials(self) -> tuple[str, dict[str, Any] | None, str | None]:
         """(key for the SDP POST, session for a multipart offer, standard key for hangup)."""
-        key = self._api_key
-        assert key is not None
+        key = self._secret.get_secret_value()
         if key.startswith("ek_") or (not self._ephemeral and self.api_version == "beta"):
             return key, None, None
         if not self._ephemeral:
@@ -331,45 +323,20 @@ class RealtimeSession:
         return ephemeral, None, key
 
     async def _mint_key(self, standard_key: str) -> str:
-        import aiohttp
-
-        if self.api_version == "beta":
-            url = f"{self.base_url}/realtime/sessions"
-            body: dict[str, Any] = events.session_ga_to_beta(self._session_config)
-            body["model"] = self.model
-        else:
-            url = f"{self.base_url}/realtime/client_secrets"
-            body = {
-                "expires_after": {"anchor": "created_at", "seconds": self._key_ttl_s},
-                "session": self._session_config,
-            }
-        headers = {"Authorization": f"Bearer {standard_key}", "Content-Type": "application/json"}
-        timeout = aiohttp.ClientTimeout(total=self._http_timeout_s)
-        path = url.split("//", 1)[-1].split("/", 1)[-1]
+        if self._minter is None:
+            self._minter = auth.KeyMinter(
+                standard_key,
+                self.base_url,
+                session=self._session_config,
+                ttl_s=self._key_ttl_s,
+                api_version=self.api_version,
+                timeout_s=self._http_timeout_s,
+            )
         try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as http,
-                http.post(url, data=json.dumps(body), headers=headers) as resp,
-            ):
-                raw = await resp.read()
-                status = resp.status
-        except asyncio.TimeoutError as exc:
-            raise errors.TimeoutError(f"POST /{path} timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise errors.ConnectionError(f"POST /{path} failed: {exc}") from exc
-        decoded: Any = raw
-        with contextlib.suppress(ValueError):
-            decoded = json.loads(raw)
-        if status != 200:
-            raise errors.error_from_response(status, decoded, context=f"POST /{path}")
-        value = None
-        if isinstance(decoded, dict):
-            value = decoded.get("value")
-            if value is None and isinstance(decoded.get("client_secret"), dict):
-                value = decoded["client_secret"].get("value")
-        if not isinstance(value, str) or not value:
-            raise errors.ProtocolError(f"POST /{path} returned no ephemeral key")
-        return value
+            key = await self._minter.get()
+        finally:
+            await self._minter.aclose()
+        return key.value
 
     # ------------------------------------------------------------------ sending
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -75,6 +76,7 @@ class MiniAnswerer:
         # (status, body, content type) returned instead of a real answer.
         self.answer_override = answer_override
         self.channels: list[Any] = []
+        self.minted: list[dict[str, Any]] = []
         self.keys = set(keys)
         self.packet_source_factory = packet_source_factory
         self.max_message_size = max_message_size
@@ -91,6 +93,7 @@ class MiniAnswerer:
         app.router.add_post("/v1/realtime/calls", self._calls)
         app.router.add_post("/v1/realtime/calls/{call_id}/hangup", self._hangup)
         app.router.add_post("/v1/realtime", self._calls)
+        app.router.add_post("/v1/realtime/client_secrets", self._client_secret)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -115,6 +118,16 @@ class MiniAnswerer:
             }
         }
         return web.json_response(body, status=status)
+
+    async def _client_secret(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization", "") != "Bearer sk-test-standard-key":
+            return self._error(401, "Incorrect API key provided.", "invalid_api_key")
+        body = await request.json()
+        self.minted.append(body)
+        session = dict(body.get("session") or {}, object="realtime.session", id="sess_1")
+        return web.json_response(
+            {"value": "ek_test_key_1234", "expires_at": int(time.time()) + 600, "session": session}
+        )
 
     async def _hangup(self, request: web.Request) -> web.Response:
         self.hangups.append(request.match_info["call_id"])

@@ -186,3 +186,61 @@ def test_wrong_key_fails_the_session_with_an_authentication_error() -> None:
         await answerer.stop()
 
     asyncio.run(main())
+
+
+def test_standard_key_mints_an_ephemeral_key_carrying_the_session_config() -> None:
+    async def main() -> None:
+        answerer = MiniAnswerer()
+        base_url = await answerer.start()
+        async with rtvoice.connect(
+            base_url=base_url,
+            api_key="sk-test-standard-key",
+            instructions="Be brief.",
+            voice="marin",
+        ) as session:
+            timings = session.metrics.connect
+        assert answerer.minted[0]["session"]["instructions"] == "Be brief."
+        assert answerer.minted[0]["session"]["audio"]["output"]["voice"] == "marin"
+        assert answerer.requests[0]["content_type"] == "application/sdp"
+        assert timings["key_ms"] is not None
+        assert timings["key_ms"] > 0
+        # The call is hung up with the standard key on close.
+        assert answerer.hangups == [session.transport.call_id]
+        await answerer.stop()
+
+    asyncio.run(main())
+
+
+def test_standard_key_without_ephemeral_sends_a_multipart_offer() -> None:
+    async def main() -> None:
+        answerer = MiniAnswerer()
+        base_url = await answerer.start()
+        async with rtvoice.connect(
+            base_url=base_url, api_key="sk-test-standard-key", ephemeral=False, model="m1"
+        ):
+            pass
+        assert answerer.minted == []
+        assert answerer.requests[0]["content_type"] == "multipart/form-data"
+        assert answerer.requests[0]["session"]["model"] == "m1"
+        assert answerer.requests[0]["session"]["type"] == "realtime"
+        await answerer.stop()
+
+    asyncio.run(main())
+
+
+def test_secrets_do_not_leak_into_reprs_or_errors() -> None:
+    async def main() -> None:
+        answerer = MiniAnswerer()
+        base_url = await answerer.start()
+        session = rtvoice.connect(base_url=base_url, api_key="sk-wrong-secret-value-123456")
+        with pytest.raises(errors.AuthenticationError) as info:
+            await session.open()
+        assert "sk-wrong-secret-value-123456" not in str(info.value)
+        assert "sk-wrong-secret-value-123456" not in repr(session.__dict__)
+        # A connected session keeps the standard key (for hangup) only as a Secret.
+        async with rtvoice.connect(base_url=base_url, api_key="sk-test-standard-key") as ok:
+            assert "sk-test-standard-key" not in repr(ok.__dict__)
+            assert "sk-test-standard-key" not in repr(ok.transport.__dict__)
+        await answerer.stop()
+
+    asyncio.run(main())

@@ -34,6 +34,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 
 from rtvoice import errors
+from rtvoice.auth import Secret
 from rtvoice.rtc import loopback
 from rtvoice.rtc.loopback import is_loopback_url
 from rtvoice.rtc.native_audio import (
@@ -186,7 +187,7 @@ class WebRTCTransport:
         self._pc: RTCPeerConnection | None = None
         self._channel: Any = None
         self._pending: _Pending | None = None
-        self._hangup_key: str | None = None
+        self._hangup_key: Secret | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ application side
@@ -218,7 +219,8 @@ class WebRTCTransport:
         self._app_loop = asyncio.get_running_loop()
         self._set_state("connecting")
         self._rtc = RtcThread()
-        self._hangup_key = hangup_key or (key if multipart else None)
+        hangup = hangup_key or (key if multipart else None)
+        self._hangup_key = Secret(hangup) if hangup else None
         try:
             await self._rtc.run(self._connect_on_rtc(key, session if multipart else None))
         except BaseException:
@@ -500,7 +502,8 @@ class WebRTCTransport:
     async def _close_on_rtc(self) -> None:
         if self.call_id and self._hangup_key and self.api_version == "ga":
             url = f"{self.base_url}/realtime/calls/{urllib.parse.quote(self.call_id)}/hangup"
-            headers = {"Authorization": f"Bearer {self._hangup_key}", "Accept": "*/*"}
+            bearer = self._hangup_key.get_secret_value()
+            headers = {"Authorization": f"Bearer {bearer}", "Accept": "*/*"}
             try:
                 timeout = aiohttp.ClientTimeout(total=min(self._http_timeout_s, 3.0))
                 async with (

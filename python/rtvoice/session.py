@@ -151,6 +151,7 @@ class RealtimeSession:
         record_output: bool = True,
         headless_playout: bool = True,
         jitter_target_ms: int = 60,
+        jitter_buffer: Literal["native", "simple"] = "native",
         opus_bitrate_bps: int = 32000,
         barge_in: bool = True,
         connect_timeout_s: float = 15.0,
@@ -175,7 +176,9 @@ class RealtimeSession:
             self._tools[tool.name] = tool
         self._session_config = self._build_session_config(session, instructions, voice)
         self._codec = events.EventCodec(api_version)
-        self._downlink = Downlink(output_rate_hz, target_delay_ms=jitter_target_ms)
+        self._downlink = Downlink(
+            output_rate_hz, target_delay_ms=jitter_target_ms, jitter_buffer=jitter_buffer
+        )
         self._uplink = Uplink(bitrate_bps=opus_bitrate_bps)
         self._transport = WebRTCTransport(
             base_url=self.base_url,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import rtvoice
 from rtvoice import OpusEncoder
 from rtvoice.audio.engine import FRAME_SAMPLES, Downlink, FecJitterBuffer, Uplink
 
@@ -61,7 +62,7 @@ def test_jitter_buffer_uses_fec_when_the_next_packet_is_there_else_conceals() ->
     for seq, payload in enumerate(packets):  # one packet arrives per 20 ms pull
         now_ns = seq * 20_000_000
         if seq not in (10, 20, 21):
-            jb.insert(seq, payload, now_ns)
+            jb.insert(seq, seq * 960, payload, now_ns)
         outs.append(jb.pull(now_ns))
     assert all(o.size == FRAME_SAMPLES for o in outs)
     assert jb.stats.fec_recovered == 2  # 10 from 11, 21 from 22
@@ -81,7 +82,7 @@ def _silence_packets(n: int) -> list[bytes]:
 def test_jitter_buffer_drains_a_quiet_burst_back_to_its_target() -> None:
     jb = FecJitterBuffer(target_frames=3)
     for seq, payload in enumerate(_silence_packets(20)):
-        jb.insert(seq, payload, 0)
+        jb.insert(seq, seq * 960, payload, 0)
     jb.pull(0)
     assert jb.buffered_frames <= jb.target_frames + jb.excess_frames
     assert jb.stats.frames_dropped > 0
@@ -90,7 +91,7 @@ def test_jitter_buffer_drains_a_quiet_burst_back_to_its_target() -> None:
 def test_jitter_buffer_keeps_speech_unless_the_backlog_is_far_too_long() -> None:
     jb = FecJitterBuffer(target_frames=3)
     for seq, payload in enumerate(_packets(30)):
-        jb.insert(seq, payload, 0)
+        jb.insert(seq, seq * 960, payload, 0)
     jb.pull(0)
     # Speech is skipped only down to target + max_excess; then every frame is played.
     assert jb.buffered_frames == jb.target_frames + jb.max_excess_frames
@@ -99,8 +100,15 @@ def test_jitter_buffer_keeps_speech_unless_the_backlog_is_far_too_long() -> None
     assert jb.stats.frames_dropped == dropped
 
 
-def test_downlink_pull_returns_exactly_n_samples_at_the_output_rate() -> None:
-    dl = Downlink(16000, target_delay_ms=40)
+# The native JitterBuffer is used whenever the build has it; the simple one always exists.
+KINDS = ["simple"] + (["native"] if hasattr(rtvoice._core, "JitterBuffer") else [])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_downlink_pull_returns_exactly_n_samples_at_the_output_rate(kind: str) -> None:
+    dl = Downlink(16000, target_delay_ms=40, jitter_buffer=kind)
+    expected = "NativeJitterBuffer" if kind == "native" else "FecJitterBuffer"
+    assert dl.jitter_buffer_kind == expected
     for seq, payload in enumerate(_packets(10)):
         dl.push_rtp(seq, seq * 960, payload, 0)
     sizes = {dl.pull(n, 0).size for n in (1, 160, 333, 320)}

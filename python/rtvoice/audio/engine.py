@@ -83,8 +83,11 @@ class StreamResampler:
             return
         native = getattr(_core, "Resampler", None)
         if native is not None:
-            self._native = native(in_rate_hz, out_rate_hz, 1)
-        else:
+            try:
+                self._native = native(in_rate_hz, out_rate_hz, 1)
+            except ValueError:  # a rate pair the native resampler does not support
+                self._native = None
+        if self._native is None:
             import soxr  # type: ignore[import-untyped]
 
             self._soxr = soxr.ResampleStream(in_rate_hz, out_rate_hz, 1, dtype="float32")
@@ -225,6 +228,10 @@ class DownlinkStats:
     concealment_events: int = 0
     silent_frames: int = 0
     frames_dropped: int = 0
+    packets_lost: int = 0
+    accelerated_samples: int = 0
+    expanded_samples: int = 0
+    jitter_ms: float = 0.0
     samples_played: int = 0
     samples_flushed: int = 0
     buffer_delay_ms: float = 0.0
@@ -275,7 +282,8 @@ class FecJitterBuffer:
             self._last_seq_ext = ext
         return ext
 
-    def insert(self, seq: int, payload: bytes, arrival_ns: int) -> None:
+    def insert(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> None:
+        del timestamp  # fixed 20 ms frames: the sequence number orders them
         ext = self._unwrap(seq)
         self._last_arrival_ns = arrival_ns
         self.stats.packets_received += 1
@@ -381,6 +389,67 @@ class FecJitterBuffer:
         return dropped
 
 
+class NativeJitterBuffer:
+    """Adapts the native :class:`rtvoice.JitterBuffer` (adaptive delay, FEC, PLC, DTX, time
+    stretching) to the interface of :class:`FecJitterBuffer`. Owned by the playout thread."""
+
+    def __init__(self, *, target_delay_ms: int = 60) -> None:
+        native = _require("JitterBuffer")
+        self._jb = native(OPUS_RATE_HZ, 1, start_delay_ms=target_delay_ms)
+        self.stats = DownlinkStats()
+        self._flushed_samples = 0
+
+    def insert(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> None:
+        self._jb.insert(seq, timestamp, payload, arrival_ns)
+
+    def pull(self, now_ns: int) -> FloatArray:
+        pcm, _action = self._jb.pull(now_ns)
+        return np.asarray(pcm, dtype=np.float32).reshape(-1)
+
+    def flush(self) -> int:
+        buffered = int(self._jb.stats.buffered_packets)
+        self._jb.flush()
+        return buffered
+
+    @property
+    def buffered_frames(self) -> int:
+        return int(self._jb.stats.buffered_packets)
+
+    @property
+    def target_frames(self) -> int:
+        return max(1, int(self._jb.target_delay_ms) // FRAME_MS)
+
+    def refresh_stats(self) -> DownlinkStats:
+        n = self._jb.stats
+        s = self.stats
+        s.packets_received = int(n.packets_received)
+        s.packets_late = int(n.packets_late)
+        s.packets_duplicate = int(n.packets_duplicated)
+        s.fec_recovered = int(n.fec_recovered_frames)
+        s.concealed_frames = int(n.concealed_samples) // FRAME_SAMPLES
+        s.concealment_events = int(n.concealment_events)
+        s.silent_frames = int(n.silence_samples + n.comfort_noise_samples) // FRAME_SAMPLES
+        s.frames_decoded = max(
+            0,
+            int(
+                n.samples_played
+                - n.concealed_samples
+                - n.fec_recovered_samples
+                - n.silence_samples
+                - n.comfort_noise_samples
+            )
+            // FRAME_SAMPLES,
+        )
+        s.frames_dropped = int(n.packets_discarded)
+        s.packets_lost = int(n.packets_lost)
+        s.accelerated_samples = int(n.accelerated_samples)
+        s.expanded_samples = int(n.expanded_samples)
+        s.buffer_delay_ms = float(n.current_delay_ms)
+        s.target_delay_ms = float(n.target_delay_ms)
+        s.jitter_ms = float(n.jitter_ms)
+        return s
+
+
 class Downlink:
     """Inbound Opus RTP → PCM at ``output_rate_hz``.
 
@@ -388,12 +457,23 @@ class Downlink:
     popleft are atomic). Everything else (``pull``, ``flush``) belongs to the playout thread.
     """
 
-    def __init__(self, output_rate_hz: int = OPUS_RATE_HZ, *, target_delay_ms: int = 60) -> None:
+    def __init__(
+        self,
+        output_rate_hz: int = OPUS_RATE_HZ,
+        *,
+        target_delay_ms: int = 60,
+        jitter_buffer: str = "native",
+    ) -> None:
         if output_rate_hz <= 0:
             raise ValueError(f"output_rate_hz must be positive, not {output_rate_hz}")
         self.output_rate_hz = output_rate_hz
         self._queue: collections.deque[tuple[int, int, bytes, int]] = collections.deque()
-        self._jitter = FecJitterBuffer(target_frames=max(1, target_delay_ms // FRAME_MS))
+        self._jitter: FecJitterBuffer | NativeJitterBuffer
+        if getattr(_core, "JitterBuffer", None) is not None and jitter_buffer != "simple":
+            self._jitter = NativeJitterBuffer(target_delay_ms=target_delay_ms)
+        else:
+            self._jitter = FecJitterBuffer(target_frames=max(1, target_delay_ms // FRAME_MS))
+        self.jitter_buffer_kind = type(self._jitter).__name__
         self._resampler = StreamResampler(OPUS_RATE_HZ, output_rate_hz)
         self._pending = np.zeros(0, dtype=np.float32)
         self._flush_requested = threading.Event()
@@ -415,9 +495,12 @@ class Downlink:
 
     @property
     def stats(self) -> DownlinkStats:
-        s = self._jitter.stats
-        s.buffer_delay_ms = float(self._jitter.buffered_frames * FRAME_MS)
-        s.target_delay_ms = float(self._jitter.target_frames * FRAME_MS)
+        if isinstance(self._jitter, NativeJitterBuffer):
+            s = self._jitter.refresh_stats()
+        else:
+            s = self._jitter.stats
+            s.buffer_delay_ms = float(self._jitter.buffered_frames * FRAME_MS)
+            s.target_delay_ms = float(self._jitter.target_frames * FRAME_MS)
         s.samples_played = self.samples_played
         return s
 
@@ -435,8 +518,8 @@ class Downlink:
             self._jitter.stats.samples_flushed += dropped * FRAME_SAMPLES + int(self._pending.size)
             self._pending = np.zeros(0, dtype=np.float32)
         while self._queue:
-            seq, _ts, payload, arrival_ns = self._queue.popleft()
-            self._jitter.insert(seq, payload, arrival_ns)
+            seq, timestamp, payload, arrival_ns = self._queue.popleft()
+            self._jitter.insert(seq, timestamp, payload, arrival_ns)
         parts = [self._pending]
         have = int(self._pending.size)
         while have < n_samples:

@@ -41,34 +41,63 @@ std::string valid_frames_text(int rate_hz) {
          std::to_string(rate_hz) + " Hz";
 }
 
-// A bytes-like packet argument. The buffer stays exported (so a bytearray cannot be resized)
-// for as long as this object lives, which covers the GIL-released codec call.
+// A bytes-like packet argument: bytes (read directly), or any C-contiguous buffer of single
+// bytes (bytearray, memoryview, numpy uint8), which stays exported, so it cannot be resized,
+// for as long as this object lives; that covers the GIL-released codec call.
 class Packet {
  public:
-  Packet(const py::buffer& buf, const char* what) : info_(buf.request()) {
-    if (info_.itemsize != 1 || info_.ndim != 1) {
-      throw py::type_error(std::string(what) +
-                           " must be bytes, bytearray or a 1-D memoryview of bytes");
+  Packet(const py::handle& obj, const char* what) {
+    if (PyBytes_Check(obj.ptr())) {
+      data_ = reinterpret_cast<const std::uint8_t*>(PyBytes_AS_STRING(obj.ptr()));
+      bytes_ = static_cast<std::size_t>(PyBytes_GET_SIZE(obj.ptr()));
+    } else {
+      if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_RECORDS_RO) != 0) {
+        PyErr_Clear();
+        throw py::type_error(std::string(what) +
+                             " must be bytes, bytearray or a memoryview of bytes, got " +
+                             py::str(py::type::handle_of(obj)).cast<std::string>());
+      }
+      const bool bytes_like = view_.itemsize == 1 && view_.ndim <= 1;
+      const bool contiguous = PyBuffer_IsContiguous(&view_, 'C') != 0;
+      if (!bytes_like || !contiguous) {
+        PyBuffer_Release(&view_);
+        if (!bytes_like) {
+          throw py::type_error(std::string(what) +
+                               " must be a 1-D buffer of bytes (bytes, bytearray, memoryview)");
+        }
+        throw py::value_error(std::string(what) + " must be a contiguous buffer");
+      }
+      held_ = true;
+      data_ = static_cast<const std::uint8_t*>(view_.buf);
+      bytes_ = static_cast<std::size_t>(view_.len);
     }
-    if (info_.strides[0] != 1 && info_.shape[0] > 1) {
-      throw py::value_error(std::string(what) + " must be a contiguous buffer");
-    }
-    bytes_ = static_cast<std::size_t>(info_.shape[0]);
-    if (bytes_ == 0) {
-      throw py::value_error(std::string(what) +
-                            " is empty; for a lost packet use conceal() or decode_fec()");
-    }
-    if (bytes_ > static_cast<std::size_t>(kOpusMaxPacketBytes)) {
+    if (bytes_ == 0 || bytes_ > static_cast<std::size_t>(kOpusMaxPacketBytes)) {
+      release();
+      if (bytes_ == 0) {
+        throw py::value_error(std::string(what) +
+                              " is empty; for a lost packet use conceal() or decode_fec()");
+      }
       throw py::value_error(std::string(what) + " has " + std::to_string(bytes_) +
                             " bytes; an Opus packet has at most " +
                             std::to_string(kOpusMaxPacketBytes));
     }
   }
-  const std::uint8_t* data() const { return static_cast<const std::uint8_t*>(info_.ptr); }
+  ~Packet() { release(); }
+  Packet(const Packet&) = delete;
+  Packet& operator=(const Packet&) = delete;
+
+  const std::uint8_t* data() const { return data_; }
   std::size_t size() const { return bytes_; }
 
  private:
-  py::buffer_info info_;
+  void release() {
+    if (held_) PyBuffer_Release(&view_);
+    held_ = false;
+  }
+
+  Py_buffer view_{};
+  bool held_ = false;
+  const std::uint8_t* data_ = nullptr;
   std::size_t bytes_ = 0;
 };
 
@@ -170,9 +199,9 @@ class PyOpusDecoder {
  public:
   PyOpusDecoder(int sample_rate, int channels) : dec_(sample_rate, channels) {}
 
-  py::array decode(const py::buffer& packet_buf, const py::object& dtype) {
+  py::array decode(const py::object& packet_buf, const py::object& dtype) {
     ExclusiveUse guard(busy_, "OpusDecoder.decode");
-    const SampleType type = parse_sample_type(dtype);
+    const SampleType type = sample_type(dtype);
     const Packet packet(packet_buf, "packet");
     const int samples =
         rtvoice::OpusDecoder::packet_samples(packet.data(), packet.size(), dec_.sample_rate_hz());
@@ -188,9 +217,9 @@ class PyOpusDecoder {
         "opus_decode");
   }
 
-  py::array decode_fec(const py::buffer& packet_buf, int frame_samples, const py::object& dtype) {
+  py::array decode_fec(const py::object& packet_buf, int frame_samples, const py::object& dtype) {
     ExclusiveUse guard(busy_, "OpusDecoder.decode_fec");
-    const SampleType type = parse_sample_type(dtype);
+    const SampleType type = sample_type(dtype);
     const Packet packet(packet_buf, "next_packet");
     check_gap(frame_samples);
     if (type == SampleType::Float32)
@@ -210,7 +239,7 @@ class PyOpusDecoder {
 
   py::array conceal(int frame_samples, const py::object& dtype) {
     ExclusiveUse guard(busy_, "OpusDecoder.conceal");
-    const SampleType type = parse_sample_type(dtype);
+    const SampleType type = sample_type(dtype);
     check_gap(frame_samples);
     if (type == SampleType::Float32)
       return run<float>(
@@ -237,6 +266,15 @@ class PyOpusDecoder {
   }
 
  private:
+  // parse_sample_type() with a one-entry cache: callers pass the same dtype object every time.
+  SampleType sample_type(const py::object& dtype) {
+    if (dtype.is(last_dtype_)) return last_type_;
+    const SampleType t = parse_sample_type(dtype);
+    last_dtype_ = dtype;
+    last_type_ = t;
+    return t;
+  }
+
   void check_gap(int frame_samples) const {
     const int rate = dec_.sample_rate_hz();
     if (!rtvoice::OpusDecoder::gap_samples_valid(rate, frame_samples)) {
@@ -266,10 +304,12 @@ class PyOpusDecoder {
   }
 
   rtvoice::OpusDecoder dec_;
+  py::object last_dtype_;
+  SampleType last_type_ = SampleType::Float32;
   std::atomic<bool> busy_{false};
 };
 
-int packet_samples(const py::buffer& buf, int sample_rate) {
+int packet_samples(const py::object& buf, int sample_rate) {
   if (!opus_rate_supported(sample_rate)) {
     throw py::value_error("sample_rate must be 8000, 12000, 16000, 24000 or 48000 Hz, got " +
                           std::to_string(sample_rate));
@@ -280,7 +320,7 @@ int packet_samples(const py::buffer& buf, int sample_rate) {
   return n;
 }
 
-bool packet_has_fec(const py::buffer& buf) {
+bool packet_has_fec(const py::object& buf) {
   const Packet packet(buf, "packet");
   return rtvoice::OpusDecoder::packet_has_fec(packet.data(), packet.size());
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -440,3 +441,39 @@ def test_rtvoice_auth_against_the_simulator() -> None:
         assert info.value.param == "session.type"
 
     run(go, beta=True)
+
+
+def test_serve_sim_cli() -> None:
+    async def main() -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "rtvoice.cli",
+            "serve-sim",
+            "--seconds",
+            "20",
+            "--api-key",
+            "sk-sim-cli-test-0001",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            base_url = line.strip().split("base_url=")[1]
+            assert base_url.startswith("http://127.0.0.1:")
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"{base_url}/realtime/client_secrets",
+                    json={},
+                    headers=bearer("sk-sim-cli-test-0001"),
+                ) as r,
+            ):
+                assert r.status == 200
+                assert (await r.json())["value"].startswith("ek_")
+        finally:
+            proc.terminate()
+            await proc.wait()
+
+    asyncio.run(main())

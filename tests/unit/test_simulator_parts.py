@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -191,3 +192,27 @@ def test_merge_session_changes_only_present_fields() -> None:
     assert merged["audio"]["input"]["turn_detection"] is None
     assert merged["tools"] == []
     assert base["audio"]["output"]["voice"] == "marin"  # type: ignore[index]
+
+
+def test_pacer_keeps_its_grid_when_the_loop_blocks() -> None:
+    async def main() -> RtpPacer:
+        async def send(seq: int, ts: int, payload: bytes, marker: bool) -> None:
+            return None
+
+        pacer = RtpPacer(send)
+        pacer.start()
+        done = pacer.play([b"x"] * 20)
+        await asyncio.sleep(0.05)
+        time.sleep(0.07)  # the application blocks the loop for 3.5 frames
+        assert await asyncio.wait_for(done, 5)
+        await asyncio.sleep(0.03)
+        await pacer.stop()
+        return pacer
+
+    pacer = asyncio.run(main())
+    sent = pacer.sent
+    # Deadlines stay on the 20 ms grid: the stall is caught up, not carried forward.
+    assert all(b.due_ns - a.due_ns == 20_000_000 for a, b in itertools.pairwise(sent))
+    late = [(p.sent_ns or 0) - p.due_ns for p in sent]
+    assert max(late) >= 40_000_000  # the packets due during the stall went out late...
+    assert late[-1] < 15_000_000  # ...and the stream is back on time afterwards

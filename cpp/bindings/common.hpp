@@ -99,5 +99,6 @@ class ExclusiveUse {
 void init_ring(py::module_& m);
 void init_framer(py::module_& m);
 void init_opus(py::module_& m);
+void init_resampler(py::module_& m);
 
 }  // namespace rtvoice::bind

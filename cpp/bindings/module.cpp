@@ -9,4 +9,5 @@ PYBIND11_MODULE(_core, m) {
   rtvoice::bind::init_ring(m);
   rtvoice::bind::init_framer(m);
   rtvoice::bind::init_opus(m);
+  rtvoice::bind::init_resampler(m);
 }

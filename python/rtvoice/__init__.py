@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rtvoice._core import AudioRing, Framer, OpusDecoder, OpusEncoder, OpusError
+from rtvoice._core import AudioRing, Framer, OpusDecoder, OpusEncoder, OpusError, Resampler
 
 if TYPE_CHECKING:
     from rtvoice.session import RealtimeSession, SessionMetrics, Tool, connect
@@ -34,6 +34,7 @@ __all__ = [
     "OpusEncoder",
     "OpusError",
     "RealtimeSession",
+    "Resampler",
     "SessionMetrics",
     "Tool",
     "connect",

@@ -496,6 +496,21 @@ def test_encode_rejects_bad_frames() -> None:
     assert len(enc.encode(np.zeros((960, 1), np.float32))) > 0
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_encode_rejects_non_finite_samples(value: float, speech_48k: FloatArray) -> None:
+    enc, ref = OpusEncoder(), OpusEncoder()
+    frame = speech_48k[4800:5760].copy()
+    frame[500] = value
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        enc.encode(frame)
+    stereo = np.zeros((960, 2), np.float32)
+    stereo[959, 1] = value
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        OpusEncoder(channels=2).encode(stereo)
+    # Nothing was coded: the encoder's stream continues as if the frame had not been offered.
+    assert enc.encode(speech_48k[:960]) == ref.encode(speech_48k[:960])
+
+
 def test_decode_rejects_bad_arguments() -> None:
     dec = OpusDecoder()
     with pytest.raises(ValueError, match="empty"):

@@ -138,3 +138,20 @@ class BareClient:
 
     async def close(self) -> None:
         await self.pc.close()
+
+
+def best_correlation(a: npt.NDArray[np.int16], b: npt.NDArray[np.int16]) -> float:
+    """Max normalized correlation of ``a`` against every window of ``b`` of the same length."""
+    x = a.astype(np.float64)
+    y = b.astype(np.float64)
+    n = x.size
+    if y.size < n or n == 0:
+        return 0.0
+    size = 1 << int(np.ceil(np.log2(y.size + n)))
+    corr = np.fft.irfft(np.fft.rfft(y, size) * np.conj(np.fft.rfft(x, size)), size)[
+        : y.size - n + 1
+    ]
+    energy = np.concatenate([[0.0], np.cumsum(y * y)])
+    window = energy[n:] - energy[:-n]
+    denom = np.sqrt(np.maximum(window, 1e-9) * float(np.dot(x, x)))
+    return float(np.max(corr / denom))

@@ -17,7 +17,7 @@ from rtvoice.rtc import loopback
 from rtvoice.simulator import Simulator
 from rtvoice.simulator.audio import speechlike
 
-from .sim_client import BareClient
+from .sim_client import BareClient, best_correlation
 
 FAST_VAD = {
     "type": "realtime",
@@ -56,23 +56,6 @@ def decode(packets: list[tuple[int, int, bytes, int]]) -> npt.NDArray[np.int16]:
     dec = OpusDecoder(48000, 1)
     ordered = sorted(packets, key=lambda p: p[0])
     return np.concatenate([np.asarray(dec.decode(p[2], np.int16)) for p in ordered])
-
-
-def best_correlation(a: npt.NDArray[np.int16], b: npt.NDArray[np.int16]) -> float:
-    """Max normalized correlation of ``a`` against every window of ``b`` of the same length."""
-    x = a.astype(np.float64)
-    y = b.astype(np.float64)
-    n = x.size
-    if y.size < n or n == 0:
-        return 0.0
-    size = 1 << int(np.ceil(np.log2(y.size + n)))
-    corr = np.fft.irfft(np.fft.rfft(y, size) * np.conj(np.fft.rfft(x, size)), size)[
-        : y.size - n + 1
-    ]
-    energy = np.concatenate([[0.0], np.cumsum(y * y)])
-    window = energy[n:] - energy[:-n]
-    denom = np.sqrt(np.maximum(window, 1e-9) * float(np.dot(x, x)))
-    return float(np.max(corr / denom))
 
 
 def test_bare_client_connects_on_loopback_and_gets_session_created() -> None:

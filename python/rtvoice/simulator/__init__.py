@@ -13,6 +13,11 @@ Endpoints: ``POST /v1/realtime/client_secrets``, ``POST /v1/realtime/calls`` (ap
 multipart ``sdp`` + ``session``; 201, ``Location: /v1/realtime/calls/rtc_...``),
 ``POST /v1/realtime/calls/{id}/hangup``; with ``beta=True`` also ``POST /v1/realtime/sessions``
 and ``POST /v1/realtime?model=`` (beta event names and session shapes on those calls).
+WebSocket ``GET /v1/realtime?model=`` (Bearer or ``openai-insecure-api-key.<k>`` subprotocol,
+``realtime`` echoed; ``input_audio_buffer.append`` in, ``response.output_audio.delta`` out) and
+``?call_id=rtc_...`` (a sideband on a WebRTC call: same events, standard key only). A bad key gets
+``error`` + close 3000; ``OpenAI-Beta: realtime=v1`` without ``beta=True`` gets
+``beta_api_shape_disabled`` + close 4000.
 
 The assistant: ``session.created`` + ``conversation.created`` when ``oai-events`` opens;
 ``session.update`` validated (``session.type`` required, unknown fields rejected with ``error``

@@ -4,6 +4,7 @@ recorded. Everything here runs on the simulator's event loop."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import json
@@ -267,6 +268,9 @@ class Call:
     _speech_item: str | None = None
     _speech_start_ms: int = 0
     _appended: list[npt.NDArray[np.int16]] = field(default_factory=list)
+    _pcm_rest: npt.NDArray[np.int16] = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    ws_outbox: asyncio.Queue[str | bytes | None] | None = None
+    sidebands: list[asyncio.Queue[str | bytes | None]] = field(default_factory=list)
     _response: _Response | None = None
     _last_item_id: str | None = None
     _tool_output_pending: bool = False
@@ -297,18 +301,38 @@ class Call:
             if isinstance(ev.get("session"), dict):
                 ev["session"] = session_ga_to_beta(ev["session"])
         self.server_events.append(ev)
-        if self.channel is not None and self.channel.readyState == "open":
-            try:
-                self.channel.send(json.dumps(ev))
-            except Exception:  # a closing channel: the event stays recorded
-                logger.debug("simulator: could not send %s", ev.get("type"))
+        self._transmit(json.dumps(ev))
         return ev
 
     def send_raw(self, text: str | bytes) -> None:
-        """Send a raw data-channel message (fault injection: malformed events)."""
+        """Send a raw message (fault injection: malformed events)."""
         self.server_events.append({"type": "rtvoice.raw", "raw": text})
-        if self.channel is not None and self.channel.readyState == "open":
-            self.channel.send(text)
+        self._transmit(text)
+
+    def _transmit(self, text: str | bytes) -> None:
+        if self.ws_outbox is not None:
+            self.ws_outbox.put_nowait(text)
+        elif self.channel is not None and self.channel.readyState == "open":
+            try:
+                self.channel.send(text)
+            except Exception:  # a closing channel: the event stays recorded
+                logger.debug("simulator: could not send on the data channel")
+        for outbox in self.sidebands:
+            outbox.put_nowait(text)
+
+    @property
+    def websocket(self) -> bool:
+        return self.ws_outbox is not None
+
+    def announce(self) -> None:
+        """``session.created`` then ``conversation.created`` (first events of every session)."""
+        self.send_event({"type": "session.created", "session": self.session})
+        self.send_event(
+            {
+                "type": "conversation.created",
+                "conversation": {"id": _id("conv"), "object": "realtime.conversation"},
+            }
+        )
 
     def send_error(
         self,
@@ -347,13 +371,7 @@ class Call:
 
         def _opened() -> None:
             self.channel_open.set()
-            self.send_event({"type": "session.created", "session": self.session})
-            self.send_event(
-                {
-                    "type": "conversation.created",
-                    "conversation": {"id": _id("conv"), "object": "realtime.conversation"},
-                }
-            )
+            self.announce()
 
         if channel.readyState == "open":
             _opened()
@@ -371,7 +389,12 @@ class Call:
                 await task
         if self.pacer is not None:
             await self.pacer.stop()
-        await self.pc.close()
+        if self.pc is not None:
+            await self.pc.close()
+        if self.ws_outbox is not None:
+            self.ws_outbox.put_nowait(None)
+        for outbox in self.sidebands:
+            outbox.put_nowait(None)
         for _, fut in self._waiters:
             if not fut.done():
                 fut.cancel()
@@ -380,9 +403,11 @@ class Call:
     # ----------------------------------------------------------------------------- faults
 
     def drop_data_channel(self) -> None:
-        """Close the ``oai-events`` channel (the peer connection stays up)."""
+        """Close the ``oai-events`` channel (the peer connection stays up), or the WebSocket."""
         if self.channel is not None:
             self.channel.close()
+        if self.ws_outbox is not None:
+            self.ws_outbox.put_nowait(None)
 
     async def expire_session(self, minutes: int = 60, *, close_after_s: float = 0.2) -> None:
         """Send ``error`` ``session_expired`` as the real server does at its maximum duration,
@@ -456,6 +481,16 @@ class Call:
         for frame in frames:
             self._pcm_frames.append(frame)
             self._vad_frame(frame)
+
+    def _ingest_pcm48(self, pcm: npt.NDArray[np.int16]) -> None:
+        """Appended audio (WebSocket or data channel) into the VAD stream, in 20 ms frames."""
+        data = np.concatenate([self._pcm_rest, pcm]) if self._pcm_rest.size else pcm
+        n = data.size // FRAME_SAMPLES
+        for i in range(n):
+            frame = data[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES].copy()
+            self._pcm_frames.append(frame)
+            self._vad_frame(frame)
+        self._pcm_rest = data[n * FRAME_SAMPLES :].copy()
 
     def received_pcm(self) -> npt.NDArray[np.int16]:
         """Everything decoded from the user so far (48 kHz mono int16)."""
@@ -634,6 +669,14 @@ class Call:
         self._cancel_response("client_cancelled")
 
     def _on_output_audio_buffer_clear(self, ev: dict[str, Any], event_id: str | None) -> None:
+        if self.websocket:
+            self.send_error(
+                "invalid_event",
+                "output_audio_buffer.clear is only supported for WebRTC and SIP sessions.",
+                param="type",
+                event_id=event_id,
+            )
+            return
         resp = self._response
         if self.pacer is not None:
             self.pacer.clear()
@@ -722,7 +765,6 @@ class Call:
         self.send_event({"type": "conversation.item.retrieved", "item": self.items[item_id]})
 
     def _on_append(self, ev: dict[str, Any], event_id: str | None) -> None:
-        import base64
         import binascii
 
         audio = ev.get("audio")
@@ -734,7 +776,11 @@ class Call:
             )
             return
         # 24 kHz -> 48 kHz by sample repetition: good enough for the VAD and the echo.
-        self._appended.append(np.repeat(pcm24.astype(np.int16), 2).astype(np.int16))
+        pcm48 = np.repeat(pcm24.astype(np.int16), 2).astype(np.int16)
+        if self._turn_detection() is not None:
+            self._ingest_pcm48(pcm48)
+        else:
+            self._appended.append(pcm48)
 
     def _on_commit(self, ev: dict[str, Any], event_id: str | None) -> None:
         appended = self._appended
@@ -959,7 +1005,22 @@ class Call:
         words = _chunks(text)
         duration_s = pcm.size / 48000 if audio else 0.05 * len(words)
         start = time.monotonic()
-        if audio:
+        if audio and self.websocket:
+            # WebSocket: base64 PCM16 24 kHz deltas, generated faster than real time.
+            self.played[resp.id] = pcm
+            pcm24 = ((pcm[0::2].astype(np.int32) + pcm[1::2].astype(np.int32)) // 2).astype("<i2")
+            for i in range(0, pcm24.size, 4800):
+                chunk = base64.b64encode(pcm24[i : i + 4800].tobytes()).decode("ascii")
+                self.send_event(
+                    {
+                        "type": "response.output_audio.delta",
+                        **base,
+                        "content_index": 0,
+                        "delta": chunk,
+                    }
+                )
+            duration_s = 0.05 * len(words)
+        elif audio:
             frames = encode_opus_frames(pcm, self._encoder)
             self.played[resp.id] = pcm
             self.send_event({"type": "output_audio_buffer.started", "response_id": resp.id})
@@ -990,6 +1051,8 @@ class Call:
         audio = resp.kind == "audio"
         text = resp.transcript_sent
         base = {"response_id": resp.id, "item_id": resp.item_id, "output_index": 0}
+        if audio and self.websocket:
+            self.send_event({"type": "response.output_audio.done", **base, "content_index": 0})
         if audio:
             self.send_event(
                 {
@@ -1036,7 +1099,7 @@ class Call:
                 "response": self._response_obj(resp, status, [item], status_details=details),
             }
         )
-        if audio and status == "completed" and drained:
+        if audio and status == "completed" and drained and not self.websocket:
             self.send_event({"type": "output_audio_buffer.stopped", "response_id": resp.id})
 
     def _cancel_response(self, reason: str) -> None:

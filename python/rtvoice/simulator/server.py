@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import re
@@ -218,6 +219,7 @@ class Simulator:
         app.router.add_post("/v1/realtime/calls/{call_id}/hangup", self._hangup)
         app.router.add_post("/v1/realtime/sessions", self._beta_sessions)
         app.router.add_post("/v1/realtime", self._beta_sdp)
+        app.router.add_get("/v1/realtime", self._websocket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -269,13 +271,7 @@ class Simulator:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             return None
-        token = header[len("Bearer ") :].strip()
-        if secrets.compare_digest(token, self.api_key):
-            return ("standard", None)
-        key = self._keys.get(token)
-        if key is not None and key.expires_at > self.now():
-            return ("ephemeral", key)
-        return None
+        return self._auth_token(header[len("Bearer ") :].strip())
 
     def _unauthorized(self, request: web.Request) -> web.Response:
         header = request.headers.get("Authorization", "")
@@ -523,6 +519,132 @@ class Simulator:
         call.hung_up = True
         await call.close()
         return web.Response(status=200)
+
+    # ------------------------------------------------------------------------- WebSocket
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/realtime?model=|call_id=`` upgraded to a WebSocket (protocol.md §3).
+
+        Auth: ``Authorization: Bearer`` or the subprotocol ``openai-insecure-api-key.<key>``;
+        ``realtime`` is echoed when offered. ``OpenAI-Beta: realtime=v1`` (or the subprotocol
+        ``openai-beta.realtime-v1``) selects the beta shape when ``beta=True``, and otherwise gets
+        ``beta_api_shape_disabled`` and close code 4000, as the real server does today.
+        """
+        offered = [
+            p.strip()
+            for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+            if p.strip()
+        ]
+        protocols = ["realtime"] if "realtime" in offered else []
+        ws = web.WebSocketResponse(protocols=protocols, max_msg_size=0, compress=False)
+        await ws.prepare(request)
+        header = request.headers.get("Authorization", "")
+        token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else ""
+        for p in offered:
+            if p.startswith("openai-insecure-api-key."):
+                token = p[len("openai-insecure-api-key.") :]
+        wants_beta = request.headers.get("OpenAI-Beta", "") == "realtime=v1" or (
+            "openai-beta.realtime-v1" in offered
+        )
+        outbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+
+        async def refuse(code: str, message: str, close_code: int) -> web.WebSocketResponse:
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "type": "error",
+                        "event_id": _id("event"),
+                        "error": {
+                            "type": "invalid_request_error",
+                            "code": code,
+                            "message": message,
+                            "param": None,
+                            "event_id": None,
+                        },
+                    }
+                )
+            )
+            await ws.close(code=close_code, message=f"invalid_request_error.{code}".encode())
+            return ws
+
+        auth = self._auth_token(token)
+        if auth is None:
+            return await refuse("invalid_api_key", "Incorrect API key provided.", 3000)
+        if wants_beta and not self.beta:
+            return await refuse(
+                "beta_api_shape_disabled",
+                "The beta Realtime API shape is disabled; use the GA interface.",
+                4000,
+            )
+        model = request.query.get("model")
+        call_id = request.query.get("call_id")
+        if (model is None) == (call_id is None):
+            return await refuse(
+                "invalid_request", "Provide exactly one of 'model' or 'call_id'.", 1008
+            )
+        if call_id is not None:
+            joined = self.calls.get(call_id)
+            if joined is None or joined.closed or auth[0] != "standard":
+                return await refuse("call_not_found", f"Call '{call_id}' not found.", 1008)
+            call = joined
+            call.sidebands.append(outbox)
+        else:
+            key = auth[1]
+            session = (
+                dict(key.session)
+                if key is not None
+                else default_session(model or self.model, _id("sess"), int(self.now() + 3600))
+            )
+            call = Call(
+                sim=self,
+                id="ws_" + secrets.token_hex(16),
+                pc=None,
+                session=session,
+                beta=wants_beta,
+                ws_outbox=outbox,
+            )
+            self.calls[call.id] = call
+            self._call_order.append(call.id)
+            call.connected.set()
+            call.channel_open.set()
+            assert self._new_call is not None
+            async with self._new_call:
+                self._new_call.notify_all()
+            call.announce()
+
+        async def writer() -> None:
+            while True:
+                item = await outbox.get()
+                if item is None:
+                    await ws.close()
+                    return
+                if isinstance(item, bytes):
+                    await ws.send_bytes(item)
+                else:
+                    await ws.send_str(item)
+
+        writer_task = asyncio.ensure_future(writer())
+        try:
+            async for msg in ws:
+                if msg.type in (web.WSMsgType.TEXT, web.WSMsgType.BINARY):
+                    call.handle_client_message(msg.data)
+        finally:
+            writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer_task
+            if outbox in call.sidebands:
+                call.sidebands.remove(outbox)
+            elif call.ws_outbox is outbox:
+                await call.close()
+        return ws
+
+    def _auth_token(self, token: str) -> tuple[str, _Key | None] | None:
+        if token and secrets.compare_digest(token, self.api_key):
+            return ("standard", None)
+        key = self._keys.get(token)
+        if key is not None and key.expires_at > self.now():
+            return ("ephemeral", key)
+        return None
 
     # ------------------------------------------------------------------------- answerer
 

@@ -57,6 +57,7 @@ class Framer {
   std::size_t push(const T* data, std::size_t frames, F&& on_frame) {
     const std::size_t ch = static_cast<std::size_t>(channels_);
     std::size_t emitted = 0;
+    if (frames == 0) return 0;  // data may be null for an empty chunk
     if (pending_ != 0) {
       const std::size_t take = std::min(frames, frame_frames_ - pending_);
       std::memcpy(buffer_.get() + pending_ * ch, data, take * ch * sizeof(T));

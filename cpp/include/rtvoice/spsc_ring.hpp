@@ -82,7 +82,8 @@ class SpscRing {
   std::size_t write(const T* src, std::size_t frames) {
     Span<T> s = write_regions(frames);
     const std::size_t n = s.frames();
-    std::memcpy(s.first, src, s.first_frames * channels_ * sizeof(T));
+    // src may be null when nothing is written (an empty chunk); memcpy must not see it.
+    if (s.first_frames != 0) std::memcpy(s.first, src, s.first_frames * channels_ * sizeof(T));
     if (s.second_frames != 0) {
       std::memcpy(s.second, src + s.first_frames * channels_,
                   s.second_frames * channels_ * sizeof(T));
@@ -125,7 +126,8 @@ class SpscRing {
   std::size_t read(T* dst, std::size_t frames) {
     Span<const T> s = read_regions(frames);
     const std::size_t n = s.frames();
-    std::memcpy(dst, s.first, s.first_frames * channels_ * sizeof(T));
+    // dst may be null when nothing is read (an empty request); memcpy must not see it.
+    if (s.first_frames != 0) std::memcpy(dst, s.first, s.first_frames * channels_ * sizeof(T));
     if (s.second_frames != 0) {
       std::memcpy(dst + s.first_frames * channels_, s.second,
                   s.second_frames * channels_ * sizeof(T));

@@ -23,4 +23,5 @@ if [ "${#missing[@]}" -ne 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-bash scripts/bootstrap.sh test,dev
+# devices: sounddevice, imported lazily by the CLI and the device sources, for the type check.
+bash scripts/bootstrap.sh test,dev,devices

@@ -95,9 +95,11 @@ def _parse_max_message_size(sdp: str) -> int:
             in_application = line.startswith("m=application")
         elif in_application and line.startswith("a=max-message-size:"):
             try:
-                return int(line.split(":", 1)[1].strip())
+                size = int(line.split(":", 1)[1].strip())
             except ValueError:
                 break
+            # A negative size is invalid (RFC 8841 allows 0 and up) and would refuse every send.
+            return size if size >= 0 else DEFAULT_MAX_MESSAGE_BYTES
     return DEFAULT_MAX_MESSAGE_BYTES
 
 

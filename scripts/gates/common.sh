@@ -24,3 +24,9 @@ python_dirs() {
 cpp_files() {
   find cpp -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.h' -o -name '*.cc' \) | sort
 }
+
+# Installs this tree into the gate venv (incremental, in its own build directory), so that gates
+# importing rtvoice never see a stale copy.
+install_tree() {
+  "$PY" -m pip install -q --no-build-isolation --no-deps -Cbuild-dir="$GATES_BUILD/venv-build" .
+}

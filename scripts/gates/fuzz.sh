@@ -56,7 +56,9 @@ for exe in "$build"/fuzz_*; do
   ran=$((ran + 1))
   fuzz_one "$name" "$exe"
 done
-for script in fuzz/fuzz_*.py; do
+python_targets=(fuzz/fuzz_*.py)
+[ -f "${python_targets[0]}" ] && install_tree  # the atheris targets import the installed rtvoice
+for script in "${python_targets[@]}"; do
   [ -f "$script" ] || continue
   name="$(basename "$script" .py)"; name="${name#fuzz_}"
   selected "$name" || continue

@@ -4,6 +4,6 @@
 source "$(dirname "$0")/common.sh"
 "$PY" -m mypy --strict python/rtvoice
 # Rebuild the extension from this tree (incremental) so stubtest never sees a stale module.
-"$PY" -m pip install -q --no-build-isolation --no-deps .
+install_tree
 "$PY" -c "import rtvoice._core as m; print('stubtest against', m.__file__)"
 "$PY" -m mypy.stubtest rtvoice._core

@@ -102,14 +102,14 @@ def _status_line(m: Any) -> str:
     )
 
 
-def mouth_to_ear_ms(m: Any, uplink_queued_ms: float) -> float | None:
+def mouth_to_ear_ms(
+    rtt_ms: float | None, uplink_queued_ms: float, jitter_buffer_ms: float
+) -> float | None:
     """Client-side mouth-to-ear: audio waiting in the uplink + half the RTT + the jitter
-    buffer's delay + one 20 ms playout frame (the server's own processing excluded)."""
-    if m.rtt_ms is None:
+    buffer's delay while playing + one 20 ms playout frame (server processing excluded)."""
+    if rtt_ms is None:
         return None
-    return float(
-        uplink_queued_ms + m.rtt_ms / 2 + m.jitter_buffer.get("buffer_delay_ms", 0.0) + 20.0
-    )
+    return float(uplink_queued_ms + rtt_ms / 2 + jitter_buffer_ms + 20.0)
 
 
 async def _demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -146,6 +146,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     counts: dict[str, int] = {}
     transcripts: list[str] = []
     uplink_samples: list[float] = []
+    jb_delays: list[float] = []
     finished = asyncio.Event()
     heard_reply = False
     consumer: asyncio.Future[None] | None = None
@@ -175,6 +176,8 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
             while True:
                 m = await session.refresh_metrics()
                 uplink_samples.append(session.uplink.queued_samples / 48.0)
+                if m.jitter_buffer.get("buffer_delay_ms", 0.0) > 0:
+                    jb_delays.append(float(m.jitter_buffer["buffer_delay_ms"]))
                 if live:
                     end = "\r" if log.isatty() else "\n"
                     print(_status_line(m), end=end, file=log, flush=True)
@@ -214,7 +217,9 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     if args.output:
         write_wav(args.output, played, session.downlink.output_rate_hz)
     queued_ms = float(np.median(uplink_samples)) if uplink_samples else 0.0
+    jb_delay_ms = float(np.median(jb_delays)) if jb_delays else 0.0
     jb = metrics.jitter_buffer
+    m2e = mouth_to_ear_ms(metrics.rtt_ms, queued_ms, jb_delay_ms)
     return {
         "ok": True,
         "server": "simulator" if sim is not None else base_url,
@@ -231,10 +236,9 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         "concealed_frames": jb["concealed_frames"],
         "concealment_events": jb["concealment_events"],
         "frames_decoded": jb["frames_decoded"],
-        "jitter_buffer_delay_ms": jb["buffer_delay_ms"],
-        "mouth_to_ear_ms": None
-        if mouth_to_ear_ms(metrics, queued_ms) is None
-        else round(mouth_to_ear_ms(metrics, queued_ms) or 0.0, 1),
+        "jitter_buffer_delay_ms": round(jb_delay_ms, 1),
+        "uplink_queue_ms": round(queued_ms, 1),
+        "mouth_to_ear_ms": None if m2e is None else round(m2e, 1),
         "played_seconds": round(played.size / session.downlink.output_rate_hz, 2),
         "output": str(args.output) if args.output else None,
         "events": counts,

@@ -116,3 +116,30 @@ def test_downlink_pull_returns_exactly_n_samples_at_the_output_rate(kind: str) -
     dl.request_flush()
     dl.pull(160, 0)
     assert dl.stats.samples_flushed > 0
+
+
+def test_end_of_a_talkspurt_is_not_counted_as_concealment() -> None:
+    jb = FecJitterBuffer(target_frames=2, idle_frames=3)
+    for seq, payload in enumerate(_packets(10)):
+        jb.insert(seq, seq * 960, payload, seq * 20_000_000)
+    for k in range(20):
+        jb.pull(k * 20_000_000)
+    assert jb.stats.frames_decoded == 10
+    assert jb.stats.concealed_frames == 0
+    assert jb.stats.concealment_events == 0
+
+
+def test_a_gap_inside_a_talkspurt_is_counted_as_concealment() -> None:
+    packets = _packets(12)
+    jb = FecJitterBuffer(target_frames=1, idle_frames=5)
+    now = 0
+    for seq in range(12):
+        if seq in (5, 6):  # a burst with nothing buffered behind it when it is played
+            jb.pull(now)
+            now += 20_000_000
+            continue
+        jb.insert(seq, seq * 960, packets[seq], now)
+        jb.pull(now)
+        now += 20_000_000
+    assert jb.stats.concealed_frames >= 1
+    assert jb.stats.concealment_events == 1

@@ -141,7 +141,7 @@ class Uplink:
         self._frame = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         self._resamplers: dict[int, StreamResampler] = {}
         self._clock_ns = clock_ns
-        self.partial_wait_ns = 10_000_000
+        self.partial_wait_ns = 20_000_000
         self._start_ns: int | None = None
         self._index = 0
         self.stats = UplinkStats()
@@ -267,6 +267,9 @@ class FecJitterBuffer:
         self._misses = 0
         self._in_concealment = False
         self._last_arrival_ns = 0
+        # Frames concealed since the buffer ran empty (reclassified if the stream just ended).
+        self._tail_concealed = 0
+        self._tail_opened_event = False
         self.stats = DownlinkStats()
 
     def _unwrap(self, seq: int) -> int:
@@ -286,6 +289,9 @@ class FecJitterBuffer:
         del timestamp  # fixed 20 ms frames: the sequence number orders them
         ext = self._unwrap(seq)
         self._last_arrival_ns = arrival_ns
+        # The stream goes on, so any frames concealed meanwhile did cover a real gap.
+        self._tail_concealed = 0
+        self._tail_opened_event = False
         self.stats.packets_received += 1
         if self._next is not None and ext < self._next:
             if ext < self._next - 1000:  # a restarted stream: start over
@@ -361,14 +367,26 @@ class FecJitterBuffer:
         if not self._packets:
             self._misses += 1
             if self._misses > self.idle_frames:
-                # Nothing sent for a while: the server is idle, not losing packets.
+                # Nothing sent for a while: the talkspurt ended, nothing was lost. The frames
+                # concealed while that was not yet known were its fade-out, not concealment.
                 self._playing = False
                 self._next = None
-                self.stats.silent_frames += 1
+                self.stats.concealed_frames -= self._tail_concealed
+                self.stats.silent_frames += self._tail_concealed + 1
+                if self._tail_opened_event:
+                    self.stats.concealment_events -= 1
+                self._tail_concealed = 0
+                self._tail_opened_event = False
                 return np.zeros(FRAME_SAMPLES, dtype=np.float32)
         if not self._in_concealment:
             self.stats.concealment_events += 1
             self._in_concealment = True
+            self._tail_opened_event = not self._packets
+        if self._packets:
+            self._tail_concealed = 0
+            self._tail_opened_event = False
+        else:
+            self._tail_concealed += 1
         self.stats.concealed_frames += 1
         return self._fit(self._decoder.conceal(FRAME_SAMPLES))
 

@@ -1,0 +1,262 @@
+"""End to end against the local Realtime API simulator: real WebRTC on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from rtvoice.simulator import Simulator
+
+import rtvoice
+from rtvoice import errors
+from rtvoice.audio.engine import StreamResampler
+from rtvoice.audio.sources import WavSource, read_wav
+from rtvoice.cli import bundled_clip
+
+
+def _best_correlation(played: np.ndarray, ref: np.ndarray) -> tuple[float, int]:
+    """Max normalized cross-correlation of ``ref`` inside ``played`` (FFT) and its lag."""
+    n = played.size + ref.size
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(played, size) * np.conj(np.fft.rfft(ref, size)), size)
+    corr = corr[: played.size - ref.size + 1]
+    cumulative = np.concatenate([[0.0], np.cumsum(played.astype(np.float64) ** 2)])
+    energy = cumulative[ref.size :] - cumulative[: played.size - ref.size + 1]
+    ref_energy = float(np.dot(ref, ref))
+    norm = np.sqrt(np.maximum(energy, 1e-12) * ref_energy)
+    # Near-silent windows would give meaningless ratios: they never match.
+    score = np.where(energy > 0.01 * ref_energy, corr / norm, 0.0)
+    lag = int(np.argmax(score))
+    return float(score[lag]), lag
+
+
+def _segment_similarity(played: np.ndarray, ref: np.ndarray, segment_s: float = 0.25) -> float:
+    """Median, over the voiced 250 ms segments of ``ref``, of each segment's best normalized
+    correlation anywhere near its place in ``played``: robust to a few samples inserted or
+    dropped by clock adaptation, while any missing or garbled speech lowers it."""
+    _, lag = _best_correlation(played, ref)
+    seg = int(48000 * segment_s)
+    scores = []
+    for start in range(0, ref.size - seg, seg):
+        piece = ref[start : start + seg]
+        if np.sqrt(np.mean(piece**2)) < 0.01:
+            continue
+        lo = max(0, lag + start - 4800)
+        window = played[lo : lag + start + seg + 4800]
+        if window.size < seg:
+            scores.append(0.0)
+            continue
+        scores.append(_best_correlation(window, piece)[0])
+    return float(np.median(scores))
+
+
+def _clip_48k() -> tuple[np.ndarray, float]:
+    pcm, rate = read_wav(bundled_clip())
+    out = StreamResampler(rate, 48000).process(
+        np.concatenate([pcm, np.zeros(rate // 10, np.float32)]), last=True
+    )
+    return out, pcm.size / rate
+
+
+async def _talk_once(sim: Simulator, **connect: Any) -> dict[str, Any]:
+    """Plays the bundled clip as the microphone and waits for the echoed reply to finish."""
+    session = rtvoice.connect(base_url=sim.base_url, api_key=sim.api_key, **connect)
+    types: list[str] = []
+    async with session:
+        source = WavSource(bundled_clip(), lead_s=0.3, tail_s=1.0)
+        session.attach_source(source)
+
+        async def wait_reply() -> None:
+            async for event in session:
+                types.append(event.type)
+                if event.type == "output_audio_buffer.stopped":
+                    return
+
+        await asyncio.wait_for(wait_reply(), 20)
+        await asyncio.sleep(0.3)  # the tail of the reply leaves the jitter buffer
+        metrics = await session.refresh_metrics()
+        call = await sim.wait_for_call()
+        playout = session._playout
+        assert playout is not None
+        assert playout.start_ns is not None
+        # Playout time covered by audio vs wall time since playout started: equal unless the
+        # playout clock stalled (it catches up after a late wake-up, never skips ahead).
+        wall_s = (time.monotonic_ns() - playout.start_ns) / 1e9
+        played_s = session.downlink.samples_played / session.downlink.output_rate_hz
+        max_late_ms = playout.max_lateness_ms
+    return {
+        "played": session.read_audio(),
+        "metrics": metrics,
+        "types": types,
+        "call": call,
+        "stall_s": wall_s - played_s,
+        "max_late_ms": max_late_ms,
+        "session": session,
+    }
+
+
+def test_ga_ephemeral_audio_round_trip_is_intact() -> None:
+    async def main() -> None:
+        async with Simulator() as sim:
+            out = await _talk_once(sim)
+            ref, _ = _clip_48k()
+            # Uplink: the simulator decoded what we sent; it must contain the clip.
+            received = out["call"].received_pcm().astype(np.float32) / 32768.0
+            r_up = _segment_similarity(received, ref)
+            # Downlink: what the simulator sent back was played by our playout...
+            sent = np.concatenate(list(out["call"].played.values())).astype(np.float32) / 32768.0
+            r_down = _segment_similarity(out["played"], sent)
+            paths = [r.path for r in sim.requests]
+        print(f"similarity uplink {r_up:.3f}, downlink {r_down:.3f}")
+        assert r_up > 0.8
+        assert r_down > 0.8
+        assert "/v1/realtime/client_secrets" in paths
+        assert "/v1/realtime/calls" in paths
+        types = out["types"]
+        for t in (
+            "session.created",
+            "input_audio_buffer.speech_started",
+            "input_audio_buffer.speech_stopped",
+            "response.created",
+            "output_audio_buffer.started",
+            "response.done",
+        ):
+            assert t in types, t
+        m = out["metrics"]
+        assert m.connect["key_ms"] is not None
+        assert m.rtt_ms is not None
+        assert out["stall_s"] < 0.05
+
+    asyncio.run(main())
+
+
+def test_multipart_and_beta_connect_and_exchange_events() -> None:
+    async def main() -> None:
+        async with Simulator() as sim:
+            async with rtvoice.connect(
+                base_url=sim.base_url, api_key=sim.api_key, ephemeral=False
+            ) as session:
+                await session.update(instructions="Be brief.")
+                updated = await _next_of(session, "session.updated")
+                assert updated["session"]["instructions"] == "Be brief."
+                bad = await session.send({"type": "session.update", "session": {"bogus": 1}})
+                error = await _next_of(session, "error")
+                assert error.client_event_id == bad
+            assert any(r.path == "/v1/realtime/calls" for r in sim.requests)
+        async with Simulator(beta=True) as sim:
+            async with rtvoice.connect(
+                base_url=sim.base_url, api_key=sim.api_key, api_version="beta"
+            ) as session:
+                await session.send_text("hello")
+                done = await _next_of(session, "response.done")
+                assert done.beta_type is None or done.type == "response.done"
+            assert any(r.path == "/v1/realtime/sessions" for r in sim.requests)
+            assert any(r.path == "/v1/realtime" for r in sim.requests)
+
+    asyncio.run(main())
+
+
+async def _next_of(session: Any, type_: str, timeout_s: float = 10.0) -> Any:
+    async def find() -> Any:
+        async for event in session:
+            if event.type == type_:
+                return event
+        raise AssertionError(f"session ended before {type_}")
+
+    return await asyncio.wait_for(find(), timeout_s)
+
+
+def test_ten_percent_loss_is_recovered_by_fec_and_playout_never_stalls() -> None:
+    async def main() -> None:
+        async with Simulator(loss=0.1, seed=3) as sim:
+            out = await _talk_once(sim)
+            sent = out["call"].pacer.sent
+        jb = out["metrics"].jitter_buffer
+        dropped = sum(1 for p in sent if getattr(p, "dropped", False))
+        print(f"simulator dropped {dropped}/{len(sent)}; jitter buffer {jb}")
+        assert dropped > 0
+        assert jb["fec_recovered"] > 0
+        assert out["stall_s"] < 0.05  # the playout clock never stalled
+        # Single losses are recovered from FEC; only consecutive losses are concealed.
+        assert jb["concealed_frames"] <= dropped
+        played_s = out["played"].size / 48000
+        assert played_s > 3.0
+
+    asyncio.run(main())
+
+
+def test_tool_call_through_the_simulator() -> None:
+    calls: list[str] = []
+
+    def get_weather(location: str) -> dict[str, Any]:
+        """Current weather."""
+        calls.append(location)
+        return {"temp_c": 20}
+
+    async def main() -> None:
+        async with (
+            Simulator() as sim,
+            rtvoice.connect(
+                base_url=sim.base_url, api_key=sim.api_key, tools=[get_weather]
+            ) as session,
+        ):
+            await session.send_text("weather?")
+            call = await sim.wait_for_call()
+            output = await call.wait_for_client_event("conversation.item.create", timeout=10)
+            assert output["item"]["type"] in ("message", "function_call_output")
+            for _ in range(100):
+                if calls:
+                    break
+                await asyncio.sleep(0.05)
+        assert len(calls) == 1
+
+    asyncio.run(main())
+
+
+def test_failures_are_clear_errors() -> None:
+    async def main() -> None:
+        async with Simulator() as sim:
+            with pytest.raises(errors.AuthenticationError):
+                await rtvoice.connect(base_url=sim.base_url, api_key="sk-wrong-key-000000").open()
+            sim.faults.bad_answer = True
+            with pytest.raises(errors.ProtocolError):
+                await rtvoice.connect(base_url=sim.base_url, api_key=sim.api_key).open()
+            sim.faults.bad_answer = False
+            async with rtvoice.connect(base_url=sim.base_url, api_key=sim.api_key) as session:
+                big = {
+                    "type": "conversation.item.create",
+                    "item": {
+                        "type": "message",
+                        "role": "user",
+                        "content": [{"type": "input_text", "text": "x" * 300_000}],
+                    },
+                }
+                with pytest.raises(errors.TransportError, match="maximum message size"):
+                    await session.send(big)
+                await session.send_text("still usable", respond=False)
+
+    asyncio.run(main())
+
+
+def test_close_leaves_no_thread_behind() -> None:
+    async def main() -> None:
+        before = {t.ident for t in threading.enumerate()}
+        async with (
+            Simulator() as sim,
+            rtvoice.connect(base_url=sim.base_url, api_key=sim.api_key) as session,
+        ):
+            session.attach_source(WavSource(bundled_clip(), lead_s=0.0, tail_s=0.0))
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(0.1)
+        left = [
+            t.name
+            for t in threading.enumerate()
+            if t.ident not in before and not t.name.startswith("asyncio_")
+        ]
+        assert left == []
+
+    asyncio.run(main())

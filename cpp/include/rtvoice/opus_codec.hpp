@@ -148,7 +148,9 @@ class OpusDecoder {
   // Recovers the frame BEFORE next_packet from next_packet's in-band FEC (LBRR) data.
   // frame_samples is the duration of the missing audio, a multiple of 2.5 ms up to 120 ms.
   // When next_packet carries no LBRR data (packet_has_fec() false, e.g. CELT-only), libopus
-  // conceals instead. Call decode(next_packet) afterwards as usual.
+  // conceals instead; the same when frame_samples is shorter than next_packet's frames. When
+  // frame_samples is longer, the leading part is concealed and only the last frame_samples of
+  // next_packet's duration come from LBRR. Call decode(next_packet) afterwards as usual.
   int decode_fec(const std::uint8_t* next_packet, std::size_t bytes, float* out, int frame_samples);
   int decode_fec(const std::uint8_t* next_packet, std::size_t bytes, std::int16_t* out,
                  int frame_samples);

@@ -244,6 +244,22 @@ def test_calls_invalid_offer(offer: str, message: str) -> None:
     run(go)
 
 
+def test_offer_without_loopback_candidates_is_refused_clearly() -> None:
+    async def go(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        offer = (await offer_sdp()).replace("127.0.0.1", "192.0.2.77")
+        async with http.post(
+            f"{sim.base_url}/realtime/calls",
+            data=offer,
+            headers={**bearer(sim.api_key), "Content-Type": "application/sdp"},
+        ) as r:
+            assert r.status == 400
+            err = (await r.json())["error"]
+        assert err["code"] == "invalid_offer"
+        assert "loopback" in err["message"]
+
+    run(go)
+
+
 def test_calls_unknown_and_expired_keys() -> None:
     async def go(sim: Simulator, http: aiohttp.ClientSession) -> None:
         offer = await offer_sdp()

@@ -22,7 +22,13 @@ from typing_extensions import Self
 
 from rtvoice.errors import redact
 from rtvoice.events import session_beta_to_ga, session_ga_to_beta
-from rtvoice.rtc.loopback import filter_candidates, loopback_configuration, restrict_to_loopback
+from rtvoice.rtc.loopback import (
+    filter_candidates,
+    is_loopback_host,
+    loopback_configuration,
+    restrict_to_loopback,
+    sdp_candidate_addresses,
+)
 from rtvoice.rtc.raw_rtp import IdleAudioTrack, RawRtpSender
 from rtvoice.simulator.call import Call, _id, default_session, session_errors
 from rtvoice.simulator.impair import Impairment
@@ -659,6 +665,14 @@ class Simulator:
             )
         if not re.search(r"^m=audio ", sdp, re.M):
             return _json_error(400, INVALID_OFFER_MESSAGE, "invalid_offer")
+        offered = sdp_candidate_addresses(sdp)
+        if offered and not any(is_loopback_host(a) for a in offered):
+            return _json_error(
+                400,
+                "Invalid SDP offer: no 127.0.0.1 ICE candidate. The simulator only talks over "
+                "loopback; gather loopback candidates (rtvoice.rtc.loopback.restrict_to_loopback).",
+                "invalid_offer",
+            )
         if self.faults.answer_delay_s:
             await asyncio.sleep(self.faults.answer_delay_s)
         call_id = "rtc_" + secrets.token_hex(16)

@@ -219,7 +219,8 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     queued_ms = float(np.median(uplink_samples)) if uplink_samples else 0.0
     jb_delay_ms = float(np.median(jb_delays)) if jb_delays else 0.0
     jb = metrics.jitter_buffer
-    m2e = mouth_to_ear_ms(metrics.rtt_ms, queued_ms, jb_delay_ms)
+    # Without received audio there is no jitter-buffer delay to measure, hence no figure.
+    m2e = mouth_to_ear_ms(metrics.rtt_ms, queued_ms, jb_delay_ms) if jb_delays else None
     return {
         "ok": True,
         "server": "simulator" if sim is not None else base_url,

@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from rtvoice.simulator import Simulator
 
 import rtvoice
 from rtvoice import errors
 from rtvoice.audio.engine import StreamResampler
 from rtvoice.audio.sources import WavSource, read_wav
 from rtvoice.cli import bundled_clip
+from rtvoice.simulator import Simulator
 
 
 def _best_correlation(played: np.ndarray, ref: np.ndarray) -> tuple[float, int]:

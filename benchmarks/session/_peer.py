@@ -40,18 +40,18 @@ class BenchPeer(MiniAnswerer):
         return web.json_response([p[3] for p in packets])
 
 
-async def _serve() -> None:
-    peer = BenchPeer()
+async def _serve(echo: bool) -> None:
+    peer = BenchPeer(echo=echo)
     url = await peer.start()
     print(url, peer.debug_url, flush=True)
     await asyncio.Event().wait()
 
 
-def spawn() -> tuple[subprocess.Popen[str], str, str]:
-    """Start the peer process; returns (process, base_url, debug_url)."""
-    proc = subprocess.Popen(
-        [sys.executable, __file__], stdout=subprocess.PIPE, text=True, cwd=str(ROOT)
-    )
+def spawn(echo: bool = False) -> tuple[subprocess.Popen[str], str, str]:
+    """Start the peer process (``echo``: it sends every RTP packet straight back); returns
+    (process, base_url, debug_url)."""
+    args = [sys.executable, __file__] + (["--echo"] if echo else [])
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
     assert proc.stdout is not None
     line = proc.stdout.readline().split()
     if len(line) != 2:
@@ -69,4 +69,4 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve())
+    asyncio.run(_serve("--echo" in sys.argv))

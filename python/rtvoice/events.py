@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import math
 import secrets
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -293,7 +294,9 @@ def _s(d: Mapping[str, Any], key: str) -> str | None:
 
 def _i(d: Mapping[str, Any], key: str) -> int:
     v = d.get(key)
-    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return 0
+    return int(v) if math.isfinite(v) else 0
 
 
 def _d(d: Mapping[str, Any], key: str) -> dict[str, Any]:

@@ -497,3 +497,11 @@ def test_builder_argument_checks() -> None:
         ev.conversation_item_create_text(b"x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="api_version"):
         ev.EventCodec("v2")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "NaN", "Infinity"])
+def test_non_finite_numbers_do_not_raise(number: str) -> None:
+    raw = f'{{"type":"input_audio_buffer.speech_started","audio_start_ms":{number}}}'
+    got = ev.EventCodec().decode(raw)
+    assert isinstance(got, ev.SpeechStarted)
+    assert got.audio_start_ms == 0

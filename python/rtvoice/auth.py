@@ -284,6 +284,7 @@ class KeyMinter:
         self._http = http
         self._own_http = http is None
         self._key: EphemeralKey | None = None
+        self._lock = asyncio.Lock()
         self.minted = 0
 
     def __repr__(self) -> str:
@@ -315,10 +316,11 @@ class KeyMinter:
 
     async def get(self) -> EphemeralKey:
         """The cached key, re-minted first if it expires within ``margin_s``."""
-        key = self._key
-        if key is None or key.expired(self.margin_s, now=self._clock()):
-            key = await self.mint()
-        return key
+        async with self._lock:  # concurrent callers share one mint
+            key = self._key
+            if key is None or key.expired(self.margin_s, now=self._clock()):
+                key = await self.mint()
+            return key
 
     async def aclose(self) -> None:
         if self._own_http and self._http is not None:

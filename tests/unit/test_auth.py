@@ -171,6 +171,16 @@ def test_minter_caches_and_remints_before_expiry() -> None:
     assert values[3] == f"{EPHEMERAL}2"
 
 
+def test_concurrent_gets_share_one_mint() -> None:
+    async def go(api: FakeApi, base: str) -> list[str]:
+        async with auth.KeyMinter(STANDARD_KEY, base) as minter:
+            keys = await asyncio.gather(*(minter.get() for _ in range(5)))
+            assert minter.minted == 1
+            return [k.value for k in keys]
+
+    assert set(run_with_api(go)) == {f"{EPHEMERAL}1"}
+
+
 @pytest.mark.parametrize(
     ("status", "body", "cls", "code"),
     [

@@ -282,6 +282,14 @@ class Call:
     channel_open: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def __repr__(self) -> str:
+        kind = "websocket" if self.websocket else "webrtc"
+        return (
+            f"Call({self.id!r}, {kind}, beta={self.beta}, closed={self.closed}, "
+            f"client_events={len(self.client_events)}, server_events={len(self.server_events)}, "
+            f"rtp_in={len(self.received_packets)}, utterances={len(self.utterances)})"
+        )
+
     # ----------------------------------------------------------------------------- sending
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

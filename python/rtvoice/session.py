@@ -259,6 +259,8 @@ class RealtimeSession:
         self._enqueue(events.ServerEvent(type=STATE_EVENT, event_id=None, data=data))
         for listener in list(self._state_listeners):
             listener(previous, state)
+        if state == "failed":
+            self._queue.put_nowait(None)  # iteration ends after the state event
 
     def on_state_change(self, listener: Callable[[str, str], None]) -> None:
         """Call ``listener(previous, new)`` on every state change (on the session's loop)."""
@@ -429,7 +431,7 @@ class RealtimeSession:
 
     async def _iterate(self) -> AsyncIterator[events.ServerEvent]:
         while True:
-            if self.state == "closed" and self._queue.empty():
+            if self.state in ("closed", "failed") and self._queue.empty():
                 return
             item = await self._queue.get()
             if item is None:

@@ -260,3 +260,22 @@ def test_close_leaves_no_thread_behind() -> None:
         assert left == []
 
     asyncio.run(main())
+
+
+def test_losing_the_data_channel_mid_session_fails_the_session() -> None:
+    async def main() -> None:
+        async with Simulator() as sim:
+            sim.faults.drop_channel_after_s = 0.5
+            session = rtvoice.connect(base_url=sim.base_url, api_key=sim.api_key)
+            states: list[str] = []
+            async with session:
+                async for event in session:  # ends by itself once the session has failed
+                    if event.type == "rtvoice.state_changed":
+                        states.append(event.get("state"))
+                assert session.state == "failed"
+                with pytest.raises(errors.SessionError):
+                    await session.send_text("anyone?")
+            assert states == ["connecting", "connected", "failed"]
+            assert session.state == "closed"
+
+    asyncio.run(asyncio.wait_for(main(), 20))

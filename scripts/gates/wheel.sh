@@ -17,12 +17,16 @@ rm -rf "$out"
 mkdir -p "$out"
 
 echo "--- wheel: sdist, then wheel from the sdist"
-"$PY" -m build --outdir "$out/dist" . >"$out/build.log" 2>&1 || { tail -n 80 "$out/build.log"; exit 1; }
+# CMAKE_STRIP=/bin/true keeps the symbol table (pybind11 strips Release modules, scikit-build-core
+# strips on install), so the instruction check below can tell the runtime-dispatched kernels by
+# name; the code is the same as in a stripped release wheel.
+"$PY" -m build -Ccmake.define.CMAKE_STRIP=/bin/true --outdir "$out/dist" . >"$out/build.log" 2>&1 || { tail -n 80 "$out/build.log"; exit 1; }
 sdist=("$out"/dist/*.tar.gz)
 raw=("$out"/dist/*.whl)
 [ "${#sdist[@]}" -eq 1 ] && [ "${#raw[@]}" -eq 1 ] || { echo "wheel: expected one sdist and one wheel" >&2; exit 1; }
+tar tzf "${sdist[0]}" >"$out/sdist-files.txt"
 for member in CMakeLists.txt pyproject.toml cpp/include/rtvoice python/rtvoice/_core.pyi tests/unit; do
-  tar tzf "${sdist[0]}" | grep -q "^rtvoice-[^/]*/$member" || { echo "wheel: sdist lacks $member" >&2; exit 1; }
+  grep -q "^rtvoice-[^/]*/$member" "$out/sdist-files.txt" || { echo "wheel: sdist lacks $member" >&2; exit 1; }
 done
 echo "wheel: $(basename "${sdist[0]}"), $(basename "${raw[0]}")"
 

@@ -47,6 +47,14 @@ def test_uplink_resamples_any_rate_and_rejects_bad_input() -> None:
         up.push(_tone(10), 0)
     with pytest.raises(TypeError, match="float32 or int16"):
         up.push(np.zeros(10, dtype=np.int32), 16000)
+    with pytest.raises(TypeError, match="float32 or int16"):
+        up.push(np.zeros(10, dtype=np.float64), 16000)
+    with pytest.raises(TypeError, match="numpy array"):
+        up.push([0.0, 0.1], 16000)
+    with pytest.raises(ValueError, match="shape"):
+        up.push(np.zeros((2, 2, 2), dtype=np.float32), 16000)
+    # int16 and (frames, channels) are accepted: stereo is averaged to mono.
+    assert up.push(np.zeros((1600, 2), dtype=np.int16), 16000) >= 0
 
 
 def _packets(n: int) -> list[bytes]:

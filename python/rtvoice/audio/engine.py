@@ -55,13 +55,17 @@ def _require(name: str) -> Any:
 
 
 def _as_mono_float32(pcm: Any) -> FloatArray:
-    arr = np.asarray(pcm)
+    """float32 or int16 audio, ``(frames,)`` or ``(frames, channels)`` (channels are averaged),
+    as mono float32. Other dtypes are refused rather than cast silently."""
+    if not isinstance(pcm, np.ndarray):
+        raise TypeError(f"audio must be a numpy array, not {type(pcm).__name__}")
+    arr = pcm
     if arr.dtype == np.int16:
         arr = arr.astype(np.float32) / 32768.0
     elif arr.dtype != np.float32:
-        if arr.dtype.kind != "f":
-            raise TypeError(f"audio must be float32 or int16, not {arr.dtype}")
-        arr = arr.astype(np.float32)
+        raise TypeError(
+            f"audio must be float32 or int16, not {arr.dtype} (convert with .astype(np.float32))"
+        )
     if arr.ndim == 2:
         arr = arr.mean(axis=1, dtype=np.float32) if arr.shape[1] > 1 else arr[:, 0]
     elif arr.ndim != 1:

@@ -9,8 +9,9 @@ namespace {
 
 class PyResampler {
  public:
-  PyResampler(int in_rate, int out_rate, int channels, const py::object& dtype)
-      : type_(parse_sample_type(dtype)), core_(in_rate, out_rate, channels) {}
+  PyResampler(int in_rate, int out_rate, int channels, const py::object& dtype,
+              const std::string& kernel)
+      : type_(parse_sample_type(dtype)), core_(in_rate, out_rate, channels, parse_kernel(kernel)) {}
 
   py::array process(const py::array& chunk) {
     ExclusiveUse guard(busy_, "Resampler.process");
@@ -102,6 +103,12 @@ class PyResampler {
     return std::move(out);
   }
 
+  static ResamplerKernel parse_kernel(const std::string& kernel) {
+    if (kernel == "auto") return ResamplerKernel::Auto;
+    if (kernel == "portable") return ResamplerKernel::Portable;
+    throw py::value_error("kernel must be 'auto' or 'portable', got '" + kernel + "'");
+  }
+
   static bool may_overlap(const py::array& a, const py::array& b) {
     const auto* a0 = static_cast<const char*>(a.data());
     const auto* b0 = static_cast<const char*>(b.data());
@@ -135,8 +142,9 @@ rate: 4.75 ms for pairs with 8000 Hz, <= 2.4 ms otherwise.
 Arrays are ``(frames,)`` for mono or ``(frames, channels)`` interleaved, C-contiguous, of the
 dtype given at construction. Owned by one thread at a time; the GIL is released while computing.
 )doc")
-      .def(py::init<int, int, int, const py::object&>(), py::arg("in_rate"), py::arg("out_rate"),
-           py::arg("channels") = 1, py::arg("dtype") = py::dtype::of<float>())
+      .def(py::init<int, int, int, const py::object&, const std::string&>(), py::arg("in_rate"),
+           py::arg("out_rate"), py::arg("channels") = 1, py::arg("dtype") = py::dtype::of<float>(),
+           py::kw_only(), py::arg("kernel") = "auto")
       .def("process", &PyResampler::process, py::arg("chunk"),
            "Resamples one chunk; returns output_frames(len(chunk)) frames.")
       .def("process_into", &PyResampler::process_into, py::arg("chunk"), py::arg("out"),
@@ -159,7 +167,8 @@ dtype given at construction. Owned by one thread at a time; the GIL is released 
       .def_property_readonly("phases", &PyResampler::phases,
                              "Number of polyphase branches (L of out/in = L/M).")
       .def_property_readonly("kernel", &PyResampler::kernel,
-                             "The compute kernel picked for this CPU.")
+                             "The compute kernel in use: 'avx2+fma', 'portable' or 'passthrough'. "
+                             "kernel='portable' at construction forces the plain C++ kernels.")
       .def("__repr__", &PyResampler::repr);
 }
 

@@ -133,7 +133,13 @@ class OpusDecoder(metaclass=_pybind11_type):
 
 class Resampler(metaclass=_pybind11_type):
     def __init__(
-        self, in_rate: int, out_rate: int, channels: int = 1, dtype: _DTypeLike = ...
+        self,
+        in_rate: int,
+        out_rate: int,
+        channels: int = 1,
+        dtype: _DTypeLike = ...,
+        *,
+        kernel: str = "auto",
     ) -> None: ...
     def process(self, chunk: _AudioArray) -> _AudioArray: ...
     def process_into(self, chunk: _AudioArray, out: _AudioArray) -> int: ...

@@ -65,6 +65,11 @@ def _fit_tone(
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), PAIRS, ids=PAIR_IDS)
 def test_quality_sweep(in_rate: int, out_rate: int) -> None:
+    """Alias/image rejection, passband flatness and exact delay: see _check_quality."""
+    _check_quality(in_rate, out_rate, "auto")
+
+
+def _check_quality(in_rate: int, out_rate: int, kernel: str) -> None:
     """Alias/image rejection, passband flatness and exact delay over a tone sweep.
 
     Each channel of one multi-channel Resampler carries one full-scale (amplitude 1) tone with a
@@ -89,7 +94,7 @@ def test_quality_sweep(in_rate: int, out_rate: int) -> None:
     n = np.arange(n_in)[:, None]
     x = np.sin(2 * np.pi * freqs[None, :] * n / in_rate + phases[None, :]).astype(np.float32)
 
-    r = Resampler(in_rate, out_rate, channels=len(freqs))
+    r = Resampler(in_rate, out_rate, channels=len(freqs), kernel=kernel)
     y = _resample_all(r, np.ascontiguousarray(x)).astype(np.float64)
     assert y.shape == (math.ceil(n_in * out_rate / in_rate), len(freqs))
     edge = int(EDGE_S * out_rate)
@@ -171,10 +176,15 @@ def test_exact_counts(in_rate: int, out_rate: int) -> None:
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), PAIRS, ids=PAIR_IDS)
 def test_streaming_equals_one_shot(in_rate: int, out_rate: int) -> None:
+    _check_streaming(in_rate, out_rate, "auto")
+
+
+def _check_streaming(in_rate: int, out_rate: int, kernel: str) -> None:
+    """Bit-identical output for odd lengths x chunk sizes, and for random chunkings."""
     rng = np.random.default_rng(in_rate + out_rate)
     for length in (1, 7, 1001, 4801):
         x = (rng.standard_normal(length) * 0.3).astype(np.float32)
-        r = Resampler(in_rate, out_rate)
+        r = Resampler(in_rate, out_rate, kernel=kernel)
         whole = np.concatenate([r.process(x), r.flush()])
         for chunk in (1, 3, 17, 160, 441, 999, 2053):
             if chunk > length and chunk != 3:
@@ -200,6 +210,22 @@ def test_multichannel_matches_mono(in_rate: int, out_rate: int) -> None:
         mono = Resampler(in_rate, out_rate)
         ref = np.concatenate([mono.process(np.ascontiguousarray(x[:, c])), mono.flush()])
         assert np.array_equal(y[:, c], ref)
+
+
+# One pair per code path: integer upsampling, integer decimation, general ratios both ways.
+KERNEL_PAIRS = [(8000, 48000), (48000, 16000), (44100, 48000), (48000, 22050)]
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), KERNEL_PAIRS)
+def test_portable_kernel(in_rate: int, out_rate: int) -> None:
+    """The plain C++ kernels (what CPUs without AVX2+FMA run) meet the same bar."""
+    _check_quality(in_rate, out_rate, "portable")
+    _check_streaming(in_rate, out_rate, "portable")
+    x = np.random.default_rng(8).standard_normal(3000).astype(np.float32) * 0.3
+    fast = Resampler(in_rate, out_rate).process(x)
+    portable = Resampler(in_rate, out_rate, kernel="portable")
+    assert portable.kernel == "portable"
+    assert np.max(np.abs(portable.process(x) - fast)) < 1e-5
 
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), [(24000, 48000), (48000, 16000), (44100, 48000)])
@@ -297,6 +323,11 @@ def test_bad_construction_raises_value_error(
 ) -> None:
     with pytest.raises(ValueError, match=match):
         Resampler(*args, **kwargs)
+
+
+def test_bad_kernel_raises_value_error() -> None:
+    with pytest.raises(ValueError, match="kernel"):
+        Resampler(48000, 24000, kernel="avx512")
 
 
 def test_bad_dtype_argument_raises_type_error() -> None:

@@ -30,13 +30,18 @@
 
 namespace rtvoice {
 
+// Auto picks the fastest kernel the CPU supports (AVX2+FMA on x86-64 when present); Portable
+// forces the plain C++ kernels that every CPU runs (for tests and comparisons).
+enum class ResamplerKernel { Auto, Portable };
+
 class Resampler {
  public:
   // Zero crossings of the lower rate's sinc on each side of the impulse response.
   static constexpr int kZeroCrossings = 38;
 
   // Throws std::invalid_argument unless both rates are supported and 1 <= channels <= 64.
-  Resampler(int in_rate_hz, int out_rate_hz, int channels);
+  Resampler(int in_rate_hz, int out_rate_hz, int channels,
+            ResamplerKernel kernel = ResamplerKernel::Auto);
   ~Resampler();
   Resampler(const Resampler&) = delete;
   Resampler& operator=(const Resampler&) = delete;

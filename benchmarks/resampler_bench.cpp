@@ -29,7 +29,8 @@ void bench(int in_rate_hz, int out_rate_hz) {
   }
   std::vector<float> out(r.output_frames(chunk) + 8);
   volatile float sink = 0.0f;
-  for (int i = 0; i < 200; ++i) r.process(in.data() + (i % 16) * chunk, chunk, out.data(), out.size());
+  for (int i = 0; i < 200; ++i)
+    r.process(in.data() + (i % 16) * chunk, chunk, out.data(), out.size());
   std::vector<double> per_chunk_us;
   for (int round = 0; round < kRounds; ++round) {
     const auto t0 = std::chrono::steady_clock::now();

@@ -100,5 +100,6 @@ void init_ring(py::module_& m);
 void init_framer(py::module_& m);
 void init_opus(py::module_& m);
 void init_resampler(py::module_& m);
+void init_jitter(py::module_& m);
 
 }  // namespace rtvoice::bind

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rtvoice._core import AudioRing, Framer, OpusDecoder, OpusEncoder, OpusError, Resampler
+from rtvoice._core import (
+    AudioRing,
+    Framer,
+    JitterBuffer,
+    JitterBufferStats,
+    OpusDecoder,
+    OpusEncoder,
+    OpusError,
+    Resampler,
+)
 
 if TYPE_CHECKING:
     from rtvoice.session import RealtimeSession, SessionMetrics, Tool, connect
@@ -30,6 +39,8 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "AudioRing",
     "Framer",
+    "JitterBuffer",
+    "JitterBufferStats",
     "OpusDecoder",
     "OpusEncoder",
     "OpusError",

@@ -21,14 +21,25 @@ constexpr double kBucketMs = 5.0;
 constexpr double kForgetFactor = 0.983;
 constexpr double kStartForgetWeight = 2.0;
 constexpr double kQuantile = 0.95;
+// The start delay holds until this many intervals were measured (1.5 s), so the first bursts of
+// a connection do not swing the target and the playout with it.
+constexpr std::uint64_t kIntervalsBeforeAdapting = 3;
 constexpr double kOutlierMarginMs = 100.0;
 constexpr double kOutlierWeight = 0.25;
-// Dead band around the target: no stretching while the delay is within it.
+// Dead band around the target: no stretching while the delay is within it. It widens with the
+// target (as NetEq's band between 3/4 of the target and the target plus a packet), since a
+// high target means arrivals are noisy and chasing every ms would stretch all the time.
 constexpr double kStretchMarginMs = 5.0;
+constexpr double kStretchMarginFraction = 0.2;
+constexpr double kStretchLowMarginMs = 2.0;
 // Above this excess, up to three periods are cut per decoded packet.
 constexpr double kFastAccelerateMs = 60.0;
 // A sequence number this far from the highest seen starts a new stream.
 constexpr std::int64_t kMaxSeqJump = 1000;
+// The playout clock follows now_ns with this time constant (in pulls), and jumps to it when
+// they differ by more than kClockSnapNs (a paused or restarted caller).
+constexpr std::int64_t kClockCorrection = 16;
+constexpr std::int64_t kClockSnapNs = 100'000'000;
 constexpr std::size_t kArrivalCapacity = 1024;
 // Missing-at-playout rate above which one extra frame is held for FEC (and below which it is
 // released), when most packets carry FEC.
@@ -387,8 +398,9 @@ void JitterBuffer::add_to_histogram(double delay_ms) {
 }
 
 double JitterBuffer::target_delay_ms() const {
-  double target = histogram_adds_ == 0 ? static_cast<double>(config_.start_delay_ms)
-                                       : quantile_delay_ms_ + config_.frame_ms;
+  double target = histogram_adds_ < kIntervalsBeforeAdapting
+                      ? static_cast<double>(config_.start_delay_ms)
+                      : quantile_delay_ms_ + config_.frame_ms;
   target = std::clamp(target, static_cast<double>(config_.min_delay_ms),
                       static_cast<double>(config_.max_delay_ms));
   if (fec_frame_held_)
@@ -421,7 +433,24 @@ void JitterBuffer::note_frame(bool missing) {
 
 // ---------------------------------------------------------------- playout
 
-PlayoutAction JitterBuffer::pull(std::int64_t now_ns, float* out) {
+std::int64_t JitterBuffer::playout_clock(std::int64_t now_ns) {
+  // Pulls consume exactly one frame each, so playout time advances by a frame per pull; now_ns
+  // only disciplines that clock. Callers woken by a loaded scheduler pull a few ms early or
+  // late, and reading now_ns raw would turn that into delay noise and needless stretching.
+  const std::int64_t frame_ns = static_cast<std::int64_t>(config_.frame_ms) * 1000000;
+  const std::int64_t predicted = clock_ns_ + frame_ns;
+  const std::int64_t error = now_ns - predicted;
+  if (!have_clock_ || error > kClockSnapNs || error < -kClockSnapNs) {
+    have_clock_ = true;
+    clock_ns_ = now_ns;
+  } else {
+    clock_ns_ = predicted + error / kClockCorrection;
+  }
+  return clock_ns_;
+}
+
+PlayoutAction JitterBuffer::pull(std::int64_t now_ns_raw, float* out) {
+  const std::int64_t now_ns = playout_clock(now_ns_raw);
   action_ = state_ == State::Playing ? PlayoutAction::Normal : PlayoutAction::Silence;
   const std::size_t frame = static_cast<std::size_t>(frame_samples_);
   // Each produce() appends at least one sample unless the sync buffer is full; the bound only
@@ -595,7 +624,11 @@ void JitterBuffer::conceal(int samples, bool advance, bool comfort) {
 void JitterBuffer::stretch(std::int64_t now_ns, bool comfort) {
   const double target = target_delay_ms();
   const double samples_per_ms = rate_hz_ / 1000.0;
-  const double margin_samples = kStretchMarginMs * samples_per_ms;
+  // Above the target the band is wide; below it narrow, because there the slack for late
+  // packets is being eaten into.
+  const double margin_samples =
+      std::max(kStretchMarginMs, kStretchMarginFraction * target) * samples_per_ms;
+  const double low_margin_samples = kStretchLowMarginMs * samples_per_ms;
   for (int round = 0; round < 3; ++round) {
     const double excess = (playout_delay_ms(now_ns) - target) * samples_per_ms;
     if (excess > margin_samples) {
@@ -607,15 +640,16 @@ void JitterBuffer::stretch(std::int64_t now_ns, bool comfort) {
         removed = std::min(spare, clamp_to<std::size_t>(excess, 0, spare));
         end_ -= removed;
       } else {
-        removed = stretcher_.accelerate(sync_.data(), head_, end_,
-                                        clamp_to<std::size_t>(excess + margin_samples, 0, 1 << 20));
+        removed =
+            stretcher_.accelerate(sync_.data(), head_, end_,
+                                  clamp_to<std::size_t>(excess + low_margin_samples, 0, 1 << 20));
         end_ -= removed;
       }
       if (removed == 0) return;
       stats_.accelerated_samples += removed;
       raise(action_, PlayoutAction::Accelerate);
       if (excess < kFastAccelerateMs * samples_per_ms) return;
-    } else if (-excess > margin_samples) {
+    } else if (-excess > low_margin_samples) {
       std::size_t added = 0;
       if (comfort) {
         const int n = std::min(frame_samples_, clamp_to<int>(-excess, 0, frame_samples_));

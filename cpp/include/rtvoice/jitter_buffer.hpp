@@ -91,7 +91,9 @@ class JitterBuffer {
   InsertResult insert(std::uint16_t seq, std::uint32_t timestamp, const std::uint8_t* payload,
                       std::size_t bytes, std::int64_t arrival_ns);
 
-  // Writes exactly frame_samples() samples per channel (interleaved) to out.
+  // Writes exactly frame_samples() samples per channel (interleaved) to out. Meant to be called
+  // once per frame duration; now_ns disciplines the internal playout clock, so a few ms of
+  // wake-up jitter in the caller do not disturb the delay estimate.
   PlayoutAction pull(std::int64_t now_ns, float* out);
 
   // Drops every buffered packet and unplayed sample (barge-in); the stream continues with the
@@ -145,6 +147,7 @@ class JitterBuffer {
   void note_frame(bool missing);
 
   // ---- playout ----
+  std::int64_t playout_clock(std::int64_t now_ns);
   void produce(std::int64_t now_ns);
   void decode_slot(int index, std::int64_t now_ns);
   void conceal(int samples, bool advance, bool comfort);
@@ -211,8 +214,10 @@ class JitterBuffer {
 
   // Playout.
   State state_ = State::Idle;
-  bool have_timeline_ = false;         // expected_ts_ is meaningful (late packets are detected)
-  double last_delay_ms_ = 0.0;         // playout_delay_ms at the last pull
+  bool have_timeline_ = false;  // expected_ts_ is meaningful (late packets are detected)
+  double last_delay_ms_ = 0.0;  // playout_delay_ms at the last pull
+  bool have_clock_ = false;
+  std::int64_t clock_ns_ = 0;          // smoothed time of the current pull
   std::int64_t expected_ts_ = 0;       // media timestamp right after the last decoded audio
   std::int64_t held_samples_ = 0;      // filler played while waiting, not yet matched to media
   std::int64_t first_arrival_ns_ = 0;  // of the oldest packet while Idle

@@ -98,6 +98,7 @@ class ExclusiveUse {
 
 void init_ring(py::module_& m);
 void init_framer(py::module_& m);
+void init_pipelines(py::module_& m);
 void init_opus(py::module_& m);
 void init_resampler(py::module_& m);
 void init_jitter(py::module_& m);

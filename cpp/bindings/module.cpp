@@ -11,4 +11,5 @@ PYBIND11_MODULE(_core, m) {
   rtvoice::bind::init_opus(m);
   rtvoice::bind::init_resampler(m);
   rtvoice::bind::init_jitter(m);
+  rtvoice::bind::init_pipelines(m);
 }

@@ -6,13 +6,17 @@ from typing import TYPE_CHECKING
 
 from rtvoice._core import (
     AudioRing,
+    CaptureDriver,
+    Downlink,
     Framer,
     JitterBuffer,
     JitterBufferStats,
     OpusDecoder,
     OpusEncoder,
     OpusError,
+    PlayoutDriver,
     Resampler,
+    Uplink,
 )
 
 if TYPE_CHECKING:
@@ -38,16 +42,20 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AudioRing",
+    "CaptureDriver",
+    "Downlink",
     "Framer",
     "JitterBuffer",
     "JitterBufferStats",
     "OpusDecoder",
     "OpusEncoder",
     "OpusError",
+    "PlayoutDriver",
     "RealtimeSession",
     "Resampler",
     "SessionMetrics",
     "Tool",
+    "Uplink",
     "connect",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,456 @@
+#include <pybind11/stl.h>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <tuple>
+
+#include "common.hpp"
+#include "rtvoice/pipelines.hpp"
+
+namespace rtvoice::bind {
+namespace {
+
+PipelineMode parse_mode(const std::string& mode) {
+  if (mode == "opus") return PipelineMode::Opus;
+  if (mode == "pcm16") return PipelineMode::Pcm16;
+  throw py::value_error("mode must be 'opus' or 'pcm16', got '" + mode + "'");
+}
+
+const char* mode_name(PipelineMode mode) {
+  return mode == PipelineMode::Opus ? "opus" : "pcm16";
+}
+
+class PyUplink {
+ public:
+  explicit PyUplink(const UplinkConfig& config) : uplink_(config), packet_(uplink_.max_packet_bytes()) {}
+
+  std::size_t push(const py::array& pcm) {
+    if (driven_.load(std::memory_order_acquire)) {
+      throw std::runtime_error("Uplink.push: a CaptureDriver owns this Uplink's capture side");
+    }
+    ExclusiveUse guard(capture_busy_, "Uplink.push");
+    const int ch = uplink_.config().channels;
+    if (array_sample_type(pcm, "pcm") == SampleType::Float32) {
+      const std::size_t frames = check_audio<float>(pcm, ch, "pcm");
+      const float* src = static_cast<const float*>(pcm.data());
+      py::gil_scoped_release nogil;
+      return uplink_.push(src, frames);
+    }
+    const std::size_t frames = check_audio<std::int16_t>(pcm, ch, "pcm");
+    const std::int16_t* src = static_cast<const std::int16_t*>(pcm.data());
+    py::gil_scoped_release nogil;
+    return uplink_.push(src, frames);
+  }
+
+  std::optional<std::tuple<py::bytes, std::uint32_t, std::uint16_t>> pop_packet() {
+    ExclusiveUse guard(network_busy_, "Uplink.pop_packet");
+    UplinkPacketInfo info;
+    bool got;
+    {
+      py::gil_scoped_release nogil;
+      got = uplink_.pop_packet(packet_.data(), packet_.size(), info);
+    }
+    if (!got) return std::nullopt;
+    return std::make_tuple(
+        py::bytes(reinterpret_cast<const char*>(packet_.data()), info.bytes), info.timestamp,
+        info.seq);
+  }
+
+  void finish() {
+    ExclusiveUse guard(network_busy_, "Uplink.finish");
+    uplink_.finish();
+  }
+
+  void set_packet_loss_perc(int percent) {
+    ExclusiveUse guard(network_busy_, "Uplink.set_packet_loss_perc");
+    uplink_.set_packet_loss_perc(percent);
+  }
+  void set_bitrate(int bps) {
+    ExclusiveUse guard(network_busy_, "Uplink.set_bitrate");
+    uplink_.set_bitrate(bps);
+  }
+  void set_fec(bool enabled) {
+    ExclusiveUse guard(network_busy_, "Uplink.set_fec");
+    uplink_.set_fec(enabled);
+  }
+  void set_dtx(bool enabled) {
+    ExclusiveUse guard(network_busy_, "Uplink.set_dtx");
+    uplink_.set_dtx(enabled);
+  }
+
+  py::dict stats() const {
+    const UplinkStats s = uplink_.stats();
+    py::dict d;
+    d["frames_pushed"] = s.frames_pushed;
+    d["frames_dropped"] = s.frames_dropped;
+    d["packets"] = s.packets;
+    d["payload_bytes"] = s.payload_bytes;
+    d["encode_errors"] = s.encode_errors;
+    d["pending_input_frames"] = uplink_.pending_input_frames();
+    return d;
+  }
+
+  std::string repr() const {
+    const UplinkConfig& c = uplink_.config();
+    return "Uplink(input_rate=" + std::to_string(c.input_rate_hz) + ", channels=" +
+           std::to_string(c.channels) + ", mode='" + mode_name(c.mode) + "')";
+  }
+
+  Uplink& native() { return uplink_; }
+  std::atomic<bool>& driven() { return driven_; }
+
+ private:
+  Uplink uplink_;
+  std::vector<std::uint8_t> packet_;
+  std::atomic<bool> capture_busy_{false};
+  std::atomic<bool> network_busy_{false};
+  std::atomic<bool> driven_{false};
+};
+
+class PyDownlink {
+ public:
+  explicit PyDownlink(const DownlinkConfig& config) : downlink_(config) {}
+
+  bool push_rtp(std::uint16_t seq, std::uint32_t timestamp, const py::bytes& payload,
+                std::int64_t arrival_ns) {
+    if (downlink_.config().mode != PipelineMode::Opus) {
+      throw py::value_error("push_rtp needs a Downlink in 'opus' mode");
+    }
+    ExclusiveUse guard(network_busy_, "Downlink.push_rtp");
+    char* data = nullptr;
+    py::ssize_t len = 0;
+    if (PYBIND11_BYTES_AS_STRING_AND_SIZE(payload.ptr(), &data, &len) != 0) {
+      throw py::error_already_set();
+    }
+    return downlink_.push_rtp(seq, timestamp, reinterpret_cast<const std::uint8_t*>(data),
+                              static_cast<std::size_t>(len), arrival_ns);
+  }
+
+  std::size_t push_pcm(const py::array& pcm) {
+    if (downlink_.config().mode != PipelineMode::Pcm16) {
+      throw py::value_error("push_pcm needs a Downlink in 'pcm16' mode");
+    }
+    ExclusiveUse guard(network_busy_, "Downlink.push_pcm");
+    const std::size_t frames = check_audio<std::int16_t>(pcm, downlink_.config().channels, "pcm");
+    const std::int16_t* src = static_cast<const std::int16_t*>(pcm.data());
+    py::gil_scoped_release nogil;
+    return downlink_.push_pcm(src, frames);
+  }
+
+  py::array_t<float> pull(std::size_t frames, std::int64_t now_ns) {
+    check_frames(frames);
+    py::array_t<float> out = new_audio<float>(frames, downlink_.config().channels);
+    float* dst = out.mutable_data();
+    pull_raw(dst, frames, now_ns);
+    return out;
+  }
+
+  void pull_into(const py::array& out, std::int64_t now_ns) {
+    if (!out.writeable()) throw py::value_error("out must be writeable");
+    const std::size_t frames = check_audio<float>(out, downlink_.config().channels, "out");
+    check_frames(frames);
+    pull_raw(static_cast<float*>(const_cast<void*>(out.data())), frames, now_ns);
+  }
+
+  void flush() { downlink_.request_flush(); }
+
+  py::dict stats() const {
+    const DownlinkStats s = downlink_.stats();
+    py::dict d;
+    d["jitter"] = s.jitter;
+    d["packets_queued"] = s.packets_queued;
+    d["packets_dropped_queue_full"] = s.packets_dropped_queue_full;
+    d["packets_dropped_oversized"] = s.packets_dropped_oversized;
+    d["samples_pulled"] = s.samples_pulled;
+    d["media_samples_played"] = s.media_samples_played;
+    d["flushes"] = s.flushes;
+    d["pcm_underruns"] = s.pcm_underruns;
+    return d;
+  }
+
+  std::string repr() const {
+    const DownlinkConfig& c = downlink_.config();
+    return "Downlink(output_rate=" + std::to_string(c.output_rate_hz) + ", channels=" +
+           std::to_string(c.channels) + ", mode='" + mode_name(c.mode) + "')";
+  }
+
+  Downlink& native() { return downlink_; }
+  std::atomic<bool>& driven() { return driven_; }
+
+ private:
+  void check_frames(std::size_t frames) const {
+    if (frames > static_cast<std::size_t>(downlink_.config().output_rate_hz)) {
+      throw py::value_error("pull: at most one second of audio per call");
+    }
+  }
+
+  void pull_raw(float* dst, std::size_t frames, std::int64_t now_ns) {
+    if (driven_.load(std::memory_order_acquire)) {
+      throw std::runtime_error("Downlink.pull: a PlayoutDriver owns this Downlink's playout side");
+    }
+    ExclusiveUse guard(playout_busy_, "Downlink.pull");
+    py::gil_scoped_release nogil;
+    downlink_.pull(dst, frames, now_ns);
+  }
+
+  Downlink downlink_;
+  std::atomic<bool> network_busy_{false};
+  std::atomic<bool> playout_busy_{false};
+  std::atomic<bool> driven_{false};
+};
+
+// Reads the ring a driver writes (or writes the ring a driver reads) from Python.
+template <typename Driver>
+class PyDriverBase {
+ protected:
+  static std::size_t ring_frames(int rate_hz, int ring_ms) {
+    if (ring_ms < 40 || ring_ms > 600000) {
+      throw py::value_error("ring_ms must be between 40 and 600000, got " +
+                            std::to_string(ring_ms));
+    }
+    return static_cast<std::size_t>(rate_hz) * static_cast<std::size_t>(ring_ms) / 1000;
+  }
+};
+
+class PyPlayoutDriver : PyDriverBase<PlayoutDriver> {
+ public:
+  PyPlayoutDriver(PyDownlink& downlink, int frame_ms, int ring_ms)
+      : downlink_(downlink),
+        driver_(downlink.native(), frame_ms,
+                ring_frames(downlink.native().config().output_rate_hz, ring_ms)) {}
+
+  ~PyPlayoutDriver() { stop(); }
+
+  void start() {
+    if (driver_.running()) return;
+    if (downlink_.driven().exchange(true)) {
+      throw std::runtime_error("this Downlink already has a running PlayoutDriver");
+    }
+    driver_.start();
+  }
+
+  void stop() {
+    if (!driver_.running()) return;
+    {
+      py::gil_scoped_release nogil;
+      driver_.stop();
+    }
+    downlink_.driven().store(false, std::memory_order_release);
+  }
+
+  py::array read(std::size_t frames) {
+    ExclusiveUse guard(reader_busy_, "PlayoutDriver.read");
+    SpscRing<float>& ring = driver_.output();
+    const std::size_t n = std::min(frames, ring.available_frames());
+    py::array_t<float> out = new_audio<float>(n, static_cast<int>(ring.channels()));
+    float* dst = out.mutable_data();
+    py::gil_scoped_release nogil;
+    ring.read(dst, n);
+    return out;
+  }
+
+  std::size_t available() { return driver_.output().available_frames(); }
+  bool running() const { return driver_.running(); }
+  std::uint64_t ticks() const { return driver_.ticks(); }
+  std::uint64_t late_ticks() const { return driver_.late_ticks(); }
+  std::uint64_t overrun_frames() { return driver_.output().overrun_frames(); }
+
+ private:
+  PyDownlink& downlink_;
+  PlayoutDriver driver_;
+  std::atomic<bool> reader_busy_{false};
+};
+
+class PyCaptureDriver : PyDriverBase<CaptureDriver> {
+ public:
+  PyCaptureDriver(PyUplink& uplink, int frame_ms, int ring_ms, bool pad_silence)
+      : uplink_(uplink),
+        driver_(uplink.native(), frame_ms,
+                ring_frames(uplink.native().config().input_rate_hz, ring_ms), pad_silence) {}
+
+  ~PyCaptureDriver() { stop(); }
+
+  void start() {
+    if (driver_.running()) return;
+    if (uplink_.driven().exchange(true)) {
+      throw std::runtime_error("this Uplink already has a running CaptureDriver");
+    }
+    driver_.start();
+  }
+
+  void stop() {
+    if (!driver_.running()) return;
+    {
+      py::gil_scoped_release nogil;
+      driver_.stop();
+    }
+    uplink_.driven().store(false, std::memory_order_release);
+  }
+
+  std::size_t write(const py::array& pcm) {
+    ExclusiveUse guard(writer_busy_, "CaptureDriver.write");
+    SpscRing<float>& ring = driver_.source();
+    const std::size_t frames = check_audio<float>(pcm, static_cast<int>(ring.channels()), "pcm");
+    const float* src = static_cast<const float*>(pcm.data());
+    py::gil_scoped_release nogil;
+    return ring.write(src, frames);
+  }
+
+  std::size_t free() { return driver_.source().free_frames(); }
+  std::size_t pending() {
+    SpscRing<float>& ring = driver_.source();
+    return static_cast<std::size_t>(ring.frames_written() - ring.frames_read());
+  }
+  bool running() const { return driver_.running(); }
+  std::uint64_t ticks() const { return driver_.ticks(); }
+  std::uint64_t silence_frames() const { return driver_.silence_frames(); }
+
+ private:
+  PyUplink& uplink_;
+  CaptureDriver driver_;
+  std::atomic<bool> writer_busy_{false};
+};
+
+}  // namespace
+
+void init_pipelines(py::module_& m) {
+  py::class_<PyUplink>(m, "Uplink", R"doc(
+Microphone-to-network pipeline: capture ring, resampling to the transport rate, exact frames,
+Opus with in-band FEC (or 24 kHz PCM16 frames in ``mode="pcm16"``), RTP timestamps from the
+sample count.
+
+``push`` belongs to the capture thread; ``pop_packet``, ``finish`` and the setters to the network
+thread; ``stats`` to any thread.
+)doc")
+      .def(py::init([](int input_rate, int channels, const std::string& mode, int frame_ms,
+                       int bitrate, int complexity, bool fec, int packet_loss_perc, bool dtx,
+                       int ring_ms, std::uint32_t initial_timestamp, std::uint16_t initial_seq,
+                       int notify_fd) {
+             UplinkConfig c;
+             c.input_rate_hz = input_rate;
+             c.channels = channels;
+             c.mode = parse_mode(mode);
+             c.frame_ms = frame_ms;
+             c.bitrate_bps = bitrate;
+             c.complexity = complexity;
+             c.fec = fec;
+             c.packet_loss_perc = packet_loss_perc;
+             c.dtx = dtx;
+             c.ring_ms = ring_ms;
+             c.initial_timestamp = initial_timestamp;
+             c.initial_seq = initial_seq;
+             c.notify_fd = notify_fd;
+             return std::make_unique<PyUplink>(c);
+           }),
+           py::arg("input_rate"), py::arg("channels") = 1, py::arg("mode") = "opus",
+           py::kw_only(), py::arg("frame_ms") = 20, py::arg("bitrate") = 32000,
+           py::arg("complexity") = 9, py::arg("fec") = true, py::arg("packet_loss_perc") = 10,
+           py::arg("dtx") = false, py::arg("ring_ms") = 2000, py::arg("initial_timestamp") = 0,
+           py::arg("initial_seq") = 0, py::arg("notify_fd") = -1)
+      .def("push", &PyUplink::push, py::arg("pcm"),
+           "Capture thread: queues float32 or int16 frames at the input rate; returns the "
+           "frames accepted (the rest are dropped and counted).")
+      .def("pop_packet", &PyUplink::pop_packet,
+           "Network thread: (payload, rtp_timestamp, seq) of the next frame, or None.")
+      .def("finish", &PyUplink::finish,
+           "Network thread: pads the last partial frame with silence so it can be popped.")
+      .def("set_packet_loss_perc", &PyUplink::set_packet_loss_perc, py::arg("percent"))
+      .def("set_bitrate", &PyUplink::set_bitrate, py::arg("bps"))
+      .def("set_fec", &PyUplink::set_fec, py::arg("enabled"))
+      .def("set_dtx", &PyUplink::set_dtx, py::arg("enabled"))
+      .def_property_readonly("transport_rate",
+                             [](PyUplink& u) { return u.native().transport_rate_hz(); })
+      .def_property_readonly("frame_samples",
+                             [](PyUplink& u) { return u.native().frame_samples(); })
+      .def_property_readonly("input_frame_samples",
+                             [](PyUplink& u) { return u.native().input_frame_samples(); })
+      .def_property_readonly("stats", &PyUplink::stats)
+      .def("__repr__", &PyUplink::repr);
+
+  py::class_<PyDownlink>(m, "Downlink", R"doc(
+Network-to-speaker pipeline: lock-free packet queue, adaptive jitter buffer (decode, FEC, PLC,
+time stretching) and resampling to the output rate; ``mode="pcm16"`` takes 24 kHz PCM16 chunks
+(the WebSocket transport) instead of RTP.
+
+``push_rtp``/``push_pcm`` belong to the network thread; ``pull``/``pull_into`` to the playout
+thread; ``flush``, ``stats`` and ``media_samples_played`` to any thread.
+)doc")
+      .def(py::init([](int output_rate, int channels, const std::string& mode,
+                       int min_delay_ms, int max_delay_ms, int start_delay_ms, bool fec,
+                       int queue_packets, int pcm_prebuffer_ms) {
+             DownlinkConfig c;
+             c.output_rate_hz = output_rate;
+             c.channels = channels;
+             c.mode = parse_mode(mode);
+             c.jitter.min_delay_ms = min_delay_ms;
+             c.jitter.max_delay_ms = max_delay_ms;
+             c.jitter.start_delay_ms = start_delay_ms;
+             c.jitter.fec = fec;
+             c.queue_packets = queue_packets;
+             c.pcm_prebuffer_ms = pcm_prebuffer_ms;
+             return std::make_unique<PyDownlink>(c);
+           }),
+           py::arg("output_rate"), py::arg("channels") = 1, py::arg("mode") = "opus",
+           py::kw_only(), py::arg("min_delay_ms") = JitterBufferConfig{}.min_delay_ms,
+           py::arg("max_delay_ms") = JitterBufferConfig{}.max_delay_ms,
+           py::arg("start_delay_ms") = JitterBufferConfig{}.start_delay_ms,
+           py::arg("fec") = true, py::arg("queue_packets") = 512,
+           py::arg("pcm_prebuffer_ms") = 60)
+      .def("push_rtp", &PyDownlink::push_rtp, py::arg("seq"), py::arg("timestamp"),
+           py::arg("payload"), py::arg("arrival_ns"),
+           "Network thread: queues one RTP payload; False when it was dropped (counted).")
+      .def("push_pcm", &PyDownlink::push_pcm, py::arg("pcm"),
+           "Network thread: queues 24 kHz int16 audio; returns the frames accepted.")
+      .def("pull", &PyDownlink::pull, py::arg("frames"), py::arg("now_ns"),
+           "Playout thread: exactly `frames` frames of float32 audio at the output rate.")
+      .def("pull_into", &PyDownlink::pull_into, py::arg("out"), py::arg("now_ns"))
+      .def("flush", &PyDownlink::flush,
+           "Any thread: drops all queued and buffered audio at the next pull (barge-in).")
+      .def_property_readonly("decode_rate", [](PyDownlink& d) { return d.native().decode_rate_hz(); })
+      .def_property_readonly("media_samples_played",
+                             [](PyDownlink& d) { return d.native().media_samples_played(); },
+                             "Output-rate samples of received audio played so far (not filler).")
+      .def_property_readonly("stats", &PyDownlink::stats)
+      .def("__repr__", &PyDownlink::repr);
+
+  py::class_<PyPlayoutDriver>(m, "PlayoutDriver", R"doc(
+A native playout clock for running without a sound card: every ``frame_ms`` on a monotonic clock
+a native thread pulls one frame from the Downlink into a ring that ``read`` drains.
+)doc")
+      .def(py::init<PyDownlink&, int, int>(), py::arg("downlink"), py::arg("frame_ms") = 20,
+           py::arg("ring_ms") = 10000, py::keep_alive<1, 2>())
+      .def("start", &PyPlayoutDriver::start)
+      .def("stop", &PyPlayoutDriver::stop)
+      .def("read", &PyPlayoutDriver::read, py::arg("frames"))
+      .def_property_readonly("available", &PyPlayoutDriver::available)
+      .def_property_readonly("running", &PyPlayoutDriver::running)
+      .def_property_readonly("ticks", &PyPlayoutDriver::ticks)
+      .def_property_readonly("late_ticks", &PyPlayoutDriver::late_ticks)
+      .def_property_readonly("overrun_frames", &PyPlayoutDriver::overrun_frames)
+      .def("__enter__", [](PyPlayoutDriver& d) -> PyPlayoutDriver& { d.start(); return d; },
+           py::return_value_policy::reference)
+      .def("__exit__", [](PyPlayoutDriver& d, py::args) { d.stop(); });
+
+  py::class_<PyCaptureDriver>(m, "CaptureDriver", R"doc(
+A native capture clock for running without a microphone: every ``frame_ms`` on a monotonic clock
+a native thread moves one frame from the ring ``write`` fills into the Uplink, padding with
+silence when the ring runs short (as a live microphone keeps producing samples).
+)doc")
+      .def(py::init<PyUplink&, int, int, bool>(), py::arg("uplink"), py::arg("frame_ms") = 20,
+           py::arg("ring_ms") = 60000, py::arg("pad_silence") = true, py::keep_alive<1, 2>())
+      .def("start", &PyCaptureDriver::start)
+      .def("stop", &PyCaptureDriver::stop)
+      .def("write", &PyCaptureDriver::write, py::arg("pcm"),
+           "Queues float32 input frames; returns how many fitted.")
+      .def_property_readonly("free", &PyCaptureDriver::free)
+      .def_property_readonly("pending", &PyCaptureDriver::pending)
+      .def_property_readonly("running", &PyCaptureDriver::running)
+      .def_property_readonly("ticks", &PyCaptureDriver::ticks)
+      .def_property_readonly("silence_frames", &PyCaptureDriver::silence_frames)
+      .def("__enter__", [](PyCaptureDriver& d) -> PyCaptureDriver& { d.start(); return d; },
+           py::return_value_policy::reference)
+      .def("__exit__", [](PyCaptureDriver& d, py::args) { d.stop(); });
+}
+
+}  // namespace rtvoice::bind

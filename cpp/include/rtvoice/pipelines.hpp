@@ -1,0 +1,293 @@
+// The two audio pipelines of a session and the native clocks that drive them without a sound
+// card.
+//
+// Uplink (microphone to network):
+//   capture thread:  push(pcm) -> SPSC ring (input rate)
+//   network thread:  pop_packet() -> resample to 48 kHz -> exact 20 ms frames -> Opus (in-band
+//                    FEC) -> payload + RTP timestamp (from the sample count) + sequence number.
+//                    In PCM mode the frames are 24 kHz PCM16 (the WebSocket transport) instead.
+// Downlink (network to speaker):
+//   network thread:  push_rtp(seq, ts, payload, arrival_ns) -> SPSC packet queue
+//                    (PCM mode: push_pcm(24 kHz int16) -> SPSC ring)
+//   playout thread:  pull(n, now_ns) -> JitterBuffer (decode / FEC / PLC / time stretch) ->
+//                    resample to the output rate -> exactly n frames.
+// Each queue has exactly one producer and one consumer; the encoder, the jitter buffer and the
+// decoder belong to one side each. No mutex, no allocation after construction on these paths.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "rtvoice/framer.hpp"
+#include "rtvoice/jitter_buffer.hpp"
+#include "rtvoice/opus_codec.hpp"
+#include "rtvoice/packet_queue.hpp"
+#include "rtvoice/resampler.hpp"
+#include "rtvoice/spsc_ring.hpp"
+
+namespace rtvoice {
+
+// Rate of the PCM16 frames of the WebSocket transport.
+inline constexpr int kPcmTransportRateHz = 24000;
+// RTP clock of Opus, whatever the decode rate.
+inline constexpr int kOpusRtpClockHz = 48000;
+
+enum class PipelineMode : std::uint8_t { Opus, Pcm16 };
+
+struct UplinkConfig {
+  int input_rate_hz = 48000;
+  int channels = 1;
+  PipelineMode mode = PipelineMode::Opus;
+  int frame_ms = 20;
+  int bitrate_bps = 32000;
+  int complexity = 9;
+  bool fec = true;
+  int packet_loss_perc = 10;
+  bool dtx = false;
+  int ring_ms = 2000;  // capture ring: how much input may wait for the network thread
+  std::uint32_t initial_timestamp = 0;
+  std::uint16_t initial_seq = 0;
+  int notify_fd = -1;  // if >= 0, an 8-byte 1 is written each time a frame of input is complete
+};
+
+struct UplinkPacketInfo {
+  std::size_t bytes = 0;
+  std::uint32_t timestamp = 0;
+  std::uint16_t seq = 0;
+  std::uint64_t first_sample = 0;  // index at the transport rate of the frame's first sample
+};
+
+struct UplinkStats {
+  std::uint64_t frames_pushed = 0;   // input frames accepted by push()
+  std::uint64_t frames_dropped = 0;  // input frames dropped: the ring was full
+  std::uint64_t packets = 0;
+  std::uint64_t payload_bytes = 0;
+  std::uint64_t encode_errors = 0;
+};
+
+class Uplink {
+ public:
+  explicit Uplink(const UplinkConfig& config);
+  ~Uplink();
+  Uplink(const Uplink&) = delete;
+  Uplink& operator=(const Uplink&) = delete;
+
+  const UplinkConfig& config() const { return config_; }
+  int transport_rate_hz() const { return transport_rate_hz_; }
+  std::size_t frame_samples() const { return framer_.frame_frames(); }
+  // Largest payload pop_packet() can return.
+  std::size_t max_packet_bytes() const { return packet_.size(); }
+  // Input frames that make one output frame.
+  std::size_t input_frame_samples() const { return input_frame_; }
+
+  // Capture thread. Interleaved frames at the input rate; returns the frames accepted (the rest
+  // did not fit into the ring and are counted as dropped).
+  std::size_t push(const float* pcm, std::size_t frames);
+  std::size_t push(const std::int16_t* pcm, std::size_t frames);
+
+  // Network thread. Encodes the next complete frame of input, if any, into out. Returns false
+  // when no whole frame is waiting. A frame the encoder fails on is counted and skipped.
+  bool pop_packet(std::uint8_t* out, std::size_t capacity, UplinkPacketInfo& info);
+  // Network thread. Pads the input waiting for a frame with silence so that the next
+  // pop_packet() calls return it; for the end of a stream.
+  void finish();
+
+  // Network thread (the encoder's owner): from measured loss, for example.
+  void set_packet_loss_perc(int percent);
+  void set_bitrate(int bps);
+  void set_fec(bool enabled);
+  void set_dtx(bool enabled);
+
+  // Any thread.
+  UplinkStats stats() const;
+  // Input frames waiting in the ring.
+  std::size_t pending_input_frames() const;
+
+ private:
+  static constexpr std::size_t kFrameSlots = 4;
+  std::size_t push_impl(const float* pcm, std::size_t frames);
+  void feed(const float* in, std::size_t frames, bool flush_resampler);
+  void queue_frame(const float* frame, std::uint64_t first, std::size_t frame_values);
+  bool encode_one(const float* frame, std::uint64_t first, UplinkPacketInfo& info);
+
+  UplinkConfig config_;
+  int transport_rate_hz_;
+  std::size_t input_frame_;
+  SpscRing<float> ring_;
+  Resampler resampler_;
+  Framer<float> framer_;
+  std::unique_ptr<OpusEncoder> encoder_;
+  std::vector<float> convert_;    // capture thread: int16 -> float
+  std::vector<float> in_chunk_;   // network thread
+  std::vector<float> resampled_;  // network thread
+  std::vector<float> frames_;     // network thread: framed audio waiting to be encoded
+  std::uint64_t frame_firsts_[kFrameSlots] = {};
+  std::size_t frames_head_ = 0;
+  std::size_t frames_count_ = 0;
+  std::vector<std::uint8_t> packet_;
+  std::uint16_t next_seq_;
+  int finish_stage_ = 0;  // 1: drain the ring and the resampler, 2: pad the last frame
+  std::atomic<std::uint64_t> packets_{0};
+  std::atomic<std::uint64_t> payload_bytes_{0};
+  std::atomic<std::uint64_t> encode_errors_{0};
+  std::atomic<std::uint64_t> frames_pushed_{0};
+};
+
+struct DownlinkConfig {
+  int output_rate_hz = 48000;
+  int channels = 1;
+  PipelineMode mode = PipelineMode::Opus;
+  JitterBufferConfig jitter;
+  int queue_packets = 512;    // network -> playout packet queue
+  int pcm_ring_ms = 60000;    // PCM mode: how much received audio may wait to be played
+  int pcm_prebuffer_ms = 60;  // PCM mode: buffered before playing starts
+};
+
+// Published by the playout thread after each pull, readable from any thread.
+struct DownlinkStats {
+  JitterBufferStats jitter;
+  std::uint64_t packets_queued = 0;
+  std::uint64_t packets_dropped_queue_full = 0;
+  std::uint64_t packets_dropped_oversized = 0;
+  std::uint64_t samples_pulled = 0;        // at the output rate
+  std::uint64_t media_samples_played = 0;  // output-rate samples carrying the stream's audio
+  std::uint64_t flushes = 0;
+  std::uint64_t pcm_underruns = 0;         // PCM mode: pulls that ran out of audio
+};
+
+class Downlink {
+ public:
+  explicit Downlink(const DownlinkConfig& config);
+  ~Downlink();
+  Downlink(const Downlink&) = delete;
+  Downlink& operator=(const Downlink&) = delete;
+
+  const DownlinkConfig& config() const { return config_; }
+  int decode_rate_hz() const { return decode_rate_hz_; }
+
+  // Network thread (Opus mode). Returns false when the packet was dropped (queue full or
+  // payload too large); counted either way.
+  bool push_rtp(std::uint16_t seq, std::uint32_t timestamp, const std::uint8_t* payload,
+                std::size_t bytes, std::int64_t arrival_ns);
+  // Network thread (PCM mode): 24 kHz interleaved int16. Returns the frames accepted.
+  std::size_t push_pcm(const std::int16_t* pcm, std::size_t frames);
+
+  // Playout thread. Writes exactly `frames` interleaved frames at the output rate. now_ns is the
+  // time the first of them is played, on the clock of the arrival times.
+  void pull(float* out, std::size_t frames, std::int64_t now_ns);
+
+  // Any thread: drop all queued and buffered audio at the next pull (barge-in).
+  void request_flush();
+
+  // Any thread.
+  DownlinkStats stats() const;
+  std::uint64_t media_samples_played() const {
+    return media_played_.load(std::memory_order_acquire);
+  }
+
+ private:
+  void apply_flush();
+  void produce_opus(std::int64_t now_ns);
+  void produce_pcm();
+  void append(const float* pcm, std::size_t frames, bool media);
+  void publish();
+
+  DownlinkConfig config_;
+  int decode_rate_hz_;
+  PacketQueue queue_;
+  std::unique_ptr<SpscRing<std::int16_t>> pcm_ring_;
+  std::unique_ptr<JitterBuffer> jitter_;
+  std::unique_ptr<Resampler> resampler_;  // null when the decode rate is the output rate
+  std::size_t decode_frame_;              // samples per channel per jitter-buffer pull
+  std::vector<float> decoded_;
+  std::vector<std::int16_t> pcm_in_;
+  std::vector<float> resampled_;
+  std::vector<float> pending_;  // output-rate audio produced but not yet pulled
+  std::size_t pending_frames_ = 0;
+  std::size_t pending_media_ = 0;  // of pending_frames_, how many carry media (prefix count)
+  bool pcm_playing_ = false;
+  std::uint64_t flush_applied_ = 0;
+  std::uint64_t samples_pulled_ = 0;
+  std::uint64_t pcm_underruns_ = 0;
+
+  std::atomic<std::uint64_t> flush_requested_{0};
+  std::atomic<std::uint64_t> media_played_{0};
+  // A snapshot of the playout side's counters, published with a sequence lock made of atomics
+  // only (no torn reads, no data race).
+  struct Published;
+  std::unique_ptr<Published> published_;
+};
+
+// A native playout clock for use without a sound card: every frame_ms on a monotonic clock it
+// pulls one frame from the Downlink (as the playout thread) and writes it to a ring that the
+// application reads (as that ring's consumer).
+class PlayoutDriver {
+ public:
+  PlayoutDriver(Downlink& downlink, int frame_ms, std::size_t ring_frames);
+  ~PlayoutDriver();
+  PlayoutDriver(const PlayoutDriver&) = delete;
+  PlayoutDriver& operator=(const PlayoutDriver&) = delete;
+
+  void start();
+  void stop();  // joins the thread; idempotent
+  bool running() const { return running_.load(std::memory_order_acquire); }
+  SpscRing<float>& output() { return ring_; }
+  std::uint64_t ticks() const { return ticks_.load(std::memory_order_relaxed); }
+  // Ticks that woke more than one frame late (the thread was starved).
+  std::uint64_t late_ticks() const { return late_ticks_.load(std::memory_order_relaxed); }
+
+ private:
+  void run();
+
+  Downlink& downlink_;
+  int frame_ms_;
+  std::size_t frame_frames_;
+  SpscRing<float> ring_;
+  std::vector<float> buffer_;
+  std::thread thread_;
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stop_{false};
+  std::atomic<std::uint64_t> ticks_{0};
+  std::atomic<std::uint64_t> late_ticks_{0};
+};
+
+// A native capture clock for use without a microphone: every frame_ms on a monotonic clock it
+// moves one frame from a source ring (written by the application) into the Uplink (as its
+// capture thread), padding with silence when the source has too little, as a live microphone
+// would keep producing samples.
+class CaptureDriver {
+ public:
+  CaptureDriver(Uplink& uplink, int frame_ms, std::size_t ring_frames, bool pad_silence);
+  ~CaptureDriver();
+  CaptureDriver(const CaptureDriver&) = delete;
+  CaptureDriver& operator=(const CaptureDriver&) = delete;
+
+  void start();
+  void stop();
+  bool running() const { return running_.load(std::memory_order_acquire); }
+  SpscRing<float>& source() { return ring_; }
+  std::uint64_t ticks() const { return ticks_.load(std::memory_order_relaxed); }
+  std::uint64_t silence_frames() const { return silence_frames_.load(std::memory_order_relaxed); }
+
+ private:
+  void run();
+
+  Uplink& uplink_;
+  int frame_ms_;
+  std::size_t frame_frames_;
+  bool pad_silence_;
+  SpscRing<float> ring_;
+  std::vector<float> buffer_;
+  std::thread thread_;
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stop_{false};
+  std::atomic<std::uint64_t> ticks_{0};
+  std::atomic<std::uint64_t> silence_frames_{0};
+};
+
+}  // namespace rtvoice

@@ -1,0 +1,586 @@
+#include "rtvoice/pipelines.hpp"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "rtvoice/audio_decoder.hpp"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#define RTVOICE_HAVE_NOTIFY_FD 1
+#endif
+
+namespace rtvoice {
+namespace {
+
+std::size_t pow2_at_least(std::size_t n) {
+  std::size_t p = 2;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+void check_channels(int channels) {
+  if (channels < 1 || channels > 2) {
+    throw std::invalid_argument("channels must be 1 or 2, got " + std::to_string(channels));
+  }
+}
+
+void check_rate(int rate_hz, const char* what) {
+  if (!Resampler::is_supported_rate(rate_hz)) {
+    throw std::invalid_argument(std::string(what) +
+                                " must be one of 8000, 16000, 22050, 24000, 32000, 44100, "
+                                "48000 Hz, got " +
+                                std::to_string(rate_hz));
+  }
+}
+
+// Opus decodes natively at these rates; others decode at 48 kHz and are resampled.
+bool opus_native_rate(int rate_hz) {
+  return rate_hz == 8000 || rate_hz == 12000 || rate_hz == 16000 || rate_hz == 24000 ||
+         rate_hz == 48000;
+}
+
+const UplinkConfig& validated(const UplinkConfig& config) {
+  check_rate(config.input_rate_hz, "input_rate");
+  check_channels(config.channels);
+  if (config.frame_ms != 10 && config.frame_ms != 20 && config.frame_ms != 40 &&
+      config.frame_ms != 60) {
+    throw std::invalid_argument("frame_ms must be 10, 20, 40 or 60, got " +
+                                std::to_string(config.frame_ms));
+  }
+  if (config.ring_ms < 40 || config.ring_ms > 600000) {
+    throw std::invalid_argument("ring_ms must be between 40 and 600000, got " +
+                                std::to_string(config.ring_ms));
+  }
+  if (static_cast<long long>(config.input_rate_hz) * config.frame_ms % 1000 != 0) {
+    throw std::invalid_argument("a frame is not a whole number of input samples");
+  }
+  return config;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+// Uplink
+
+Uplink::Uplink(const UplinkConfig& config)
+    : config_(validated(config)),
+      transport_rate_hz_(config.mode == PipelineMode::Opus ? kOpusRtpClockHz
+                                                           : kPcmTransportRateHz),
+      input_frame_(0),
+      ring_(pow2_at_least(static_cast<std::size_t>(config.input_rate_hz / 1000 + 1) *
+                          static_cast<std::size_t>(config.ring_ms)),
+            static_cast<std::size_t>(config.channels)),
+      resampler_(config.input_rate_hz,
+                 config.mode == PipelineMode::Opus ? kOpusRtpClockHz : kPcmTransportRateHz,
+                 config.channels),
+      framer_(config.mode == PipelineMode::Opus ? kOpusRtpClockHz : kPcmTransportRateHz,
+              config.frame_ms, config.channels),
+      next_seq_(config.initial_seq) {
+  input_frame_ =
+      static_cast<std::size_t>(static_cast<long long>(config.input_rate_hz) * config.frame_ms / 1000);
+  const std::size_t ch = static_cast<std::size_t>(config.channels);
+  if (config.mode == PipelineMode::Opus) {
+    OpusEncoderConfig ec;
+    ec.sample_rate_hz = kOpusRtpClockHz;
+    ec.channels = config.channels;
+    ec.application = OpusApplication::Voip;
+    ec.bitrate_bps = config.bitrate_bps;
+    ec.complexity = config.complexity;
+    ec.fec = config.fec;
+    ec.packet_loss_perc = config.packet_loss_perc;
+    ec.dtx = config.dtx;
+    encoder_ = std::make_unique<OpusEncoder>(ec);
+    packet_.resize(kOpusMaxPacketBytes);
+  } else {
+    packet_.resize(framer_.frame_frames() * ch * sizeof(std::int16_t));
+  }
+  convert_.resize(input_frame_ * ch);
+  in_chunk_.resize(input_frame_ * ch);
+  resampled_.resize((resampler_.output_frames(input_frame_) + resampler_.latency_frames() + 8) *
+                    ch);
+  frames_.resize(kFrameSlots * framer_.frame_frames() * ch);
+}
+
+Uplink::~Uplink() = default;
+
+std::size_t Uplink::push_impl(const float* pcm, std::size_t frames) {
+  const std::uint64_t before = ring_.frames_written();
+  const std::size_t n = ring_.write(pcm, frames);
+  frames_pushed_.fetch_add(n, std::memory_order_relaxed);
+#ifdef RTVOICE_HAVE_NOTIFY_FD
+  if (config_.notify_fd >= 0 && n != 0 && (before + n) / input_frame_ != before / input_frame_) {
+    const std::uint64_t one = 1;
+    // Non-blocking by contract of the fd's owner; a full pipe only means a wakeup is pending.
+    [[maybe_unused]] const auto written = ::write(config_.notify_fd, &one, sizeof one);
+  }
+#else
+  (void)before;
+#endif
+  return n;
+}
+
+std::size_t Uplink::push(const float* pcm, std::size_t frames) { return push_impl(pcm, frames); }
+
+std::size_t Uplink::push(const std::int16_t* pcm, std::size_t frames) {
+  const std::size_t ch = static_cast<std::size_t>(config_.channels);
+  std::size_t done = 0;
+  while (done < frames) {
+    const std::size_t n = std::min(frames - done, input_frame_);
+    for (std::size_t i = 0; i < n * ch; ++i) {
+      convert_[i] = static_cast<float>(pcm[done * ch + i]) * (1.0f / 32768.0f);
+    }
+    const std::size_t written = push_impl(convert_.data(), n);
+    done += written;
+    if (written < n) break;
+  }
+  return done;
+}
+
+bool Uplink::encode_one(const float* frame, std::uint64_t first, UplinkPacketInfo& info) {
+  const std::size_t ch = static_cast<std::size_t>(config_.channels);
+  const int frame_samples = static_cast<int>(framer_.frame_frames());
+  int bytes = 0;
+  if (config_.mode == PipelineMode::Opus) {
+    bytes = encoder_->encode(frame, frame_samples, packet_.data(),
+                             static_cast<int>(packet_.size()));
+    if (bytes < 0) {
+      encode_errors_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+  } else {
+    for (std::size_t i = 0; i < framer_.frame_frames() * ch; ++i) {
+      const float v = std::clamp(frame[i] * 32768.0f, -32768.0f, 32767.0f);
+      const auto s = static_cast<std::int16_t>(std::lrint(v));
+      // Little-endian PCM16, as the WebSocket transport sends it.
+      packet_[2 * i] = static_cast<std::uint8_t>(static_cast<std::uint16_t>(s) & 0xFF);
+      packet_[2 * i + 1] = static_cast<std::uint8_t>(static_cast<std::uint16_t>(s) >> 8);
+    }
+    bytes = static_cast<int>(framer_.frame_frames() * ch * 2);
+  }
+  info.bytes = static_cast<std::size_t>(bytes);
+  info.first_sample = first;
+  info.timestamp = static_cast<std::uint32_t>(config_.initial_timestamp + first);
+  info.seq = next_seq_++;
+  packets_.fetch_add(1, std::memory_order_relaxed);
+  payload_bytes_.fetch_add(static_cast<std::uint64_t>(bytes), std::memory_order_relaxed);
+  return true;
+}
+
+void Uplink::feed(const float* in, std::size_t frames, bool flush_resampler) {
+  const std::size_t ch = static_cast<std::size_t>(config_.channels);
+  const std::size_t frame_values = framer_.frame_frames() * ch;
+  const std::size_t produced =
+      flush_resampler ? resampler_.flush(resampled_.data(), resampled_.size() / ch)
+                      : resampler_.process(in, frames, resampled_.data(), resampled_.size() / ch);
+  framer_.push(resampled_.data(), produced, [&](const float* frame, std::uint64_t first) {
+    queue_frame(frame, first, frame_values);
+  });
+}
+
+void Uplink::queue_frame(const float* frame, std::uint64_t first, std::size_t frame_values) {
+  // Never more than kFrameSlots: input is fed one frame's worth at a time.
+  const std::size_t slot = (frames_head_ + frames_count_) % kFrameSlots;
+  std::memcpy(frames_.data() + slot * frame_values, frame, frame_values * sizeof(float));
+  frame_firsts_[slot] = first;
+  ++frames_count_;
+}
+
+bool Uplink::pop_packet(std::uint8_t* out, std::size_t capacity, UplinkPacketInfo& info) {
+  const std::size_t ch = static_cast<std::size_t>(config_.channels);
+  const std::size_t frame_values = framer_.frame_frames() * ch;
+  for (;;) {
+    if (frames_count_ != 0) {
+      const bool ok = encode_one(frames_.data() + frames_head_ * frame_values,
+                                 frame_firsts_[frames_head_], info);
+      frames_head_ = (frames_head_ + 1) % kFrameSlots;
+      --frames_count_;
+      if (!ok) continue;
+      if (info.bytes > capacity) throw std::invalid_argument("pop_packet: buffer too small");
+      std::memcpy(out, packet_.data(), info.bytes);
+      return true;
+    }
+    // Input is consumed in whole frames, so each step yields exactly one output frame.
+    if (ring_.available_frames() >= input_frame_) {
+      ring_.read(in_chunk_.data(), input_frame_);
+      feed(in_chunk_.data(), input_frame_, false);
+      continue;
+    }
+    if (finish_stage_ == 1) {
+      const std::size_t rest = ring_.available_frames();
+      if (rest != 0) {
+        ring_.read(in_chunk_.data(), rest);
+        feed(in_chunk_.data(), rest, false);
+      }
+      feed(nullptr, 0, true);  // the resampler's held-back tail
+      finish_stage_ = 2;
+      continue;
+    }
+    if (finish_stage_ == 2) {
+      framer_.flush([&](const float* frame, std::uint64_t first) {
+        queue_frame(frame, first, frame_values);
+      });
+      finish_stage_ = 0;
+      continue;
+    }
+    return false;
+  }
+}
+
+void Uplink::finish() {
+  if (finish_stage_ == 0) finish_stage_ = 1;
+}
+
+void Uplink::set_packet_loss_perc(int percent) {
+  if (encoder_) encoder_->set_packet_loss_perc(percent);
+}
+void Uplink::set_bitrate(int bps) {
+  if (encoder_) encoder_->set_bitrate(bps);
+}
+void Uplink::set_fec(bool enabled) {
+  if (encoder_) encoder_->set_fec(enabled);
+}
+void Uplink::set_dtx(bool enabled) {
+  if (encoder_) encoder_->set_dtx(enabled);
+}
+
+UplinkStats Uplink::stats() const {
+  UplinkStats s;
+  s.frames_pushed = frames_pushed_.load(std::memory_order_relaxed);
+  s.frames_dropped = ring_.overrun_frames();
+  s.packets = packets_.load(std::memory_order_relaxed);
+  s.payload_bytes = payload_bytes_.load(std::memory_order_relaxed);
+  s.encode_errors = encode_errors_.load(std::memory_order_relaxed);
+  return s;
+}
+
+std::size_t Uplink::pending_input_frames() const {
+  return static_cast<std::size_t>(ring_.frames_written() - ring_.frames_read());
+}
+
+// ------------------------------------------------------------------------------------------
+// Downlink
+
+// Sequence lock over a trivially copyable snapshot, built from atomics only.
+struct Downlink::Published {
+  static constexpr std::size_t kWords = (sizeof(DownlinkStats) + 7) / 8;
+  std::atomic<std::uint64_t> version{0};
+  std::array<std::atomic<std::uint64_t>, kWords> words{};
+
+  void store(const DownlinkStats& s) {
+    std::array<std::uint64_t, kWords> raw{};
+    std::memcpy(raw.data(), &s, sizeof s);
+    const std::uint64_t v = version.load(std::memory_order_relaxed);
+    version.store(v + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    for (std::size_t i = 0; i < kWords; ++i) words[i].store(raw[i], std::memory_order_relaxed);
+    version.store(v + 2, std::memory_order_release);
+  }
+
+  DownlinkStats load() const {
+    std::array<std::uint64_t, kWords> raw{};
+    for (;;) {
+      const std::uint64_t v1 = version.load(std::memory_order_acquire);
+      for (std::size_t i = 0; i < kWords; ++i) raw[i] = words[i].load(std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      const std::uint64_t v2 = version.load(std::memory_order_relaxed);
+      if (v1 == v2 && (v1 & 1) == 0) break;
+    }
+    DownlinkStats s;
+    std::memcpy(&s, raw.data(), sizeof s);
+    return s;
+  }
+};
+static_assert(std::is_trivially_copyable_v<DownlinkStats>);
+
+Downlink::Downlink(const DownlinkConfig& config)
+    : config_(config),
+      decode_rate_hz_(0),
+      queue_(pow2_at_least(static_cast<std::size_t>(std::max(config.queue_packets, 2))),
+             static_cast<std::size_t>(std::max(config.jitter.max_payload_bytes, 1))),
+      decode_frame_(0),
+      published_(std::make_unique<Published>()) {
+  check_rate(config.output_rate_hz, "output_rate");
+  check_channels(config.channels);
+  const std::size_t ch = static_cast<std::size_t>(config.channels);
+  if (config.mode == PipelineMode::Opus) {
+    decode_rate_hz_ = opus_native_rate(config.output_rate_hz) ? config.output_rate_hz : 48000;
+    jitter_ = std::make_unique<JitterBuffer>(make_opus_decoder(decode_rate_hz_, config.channels),
+                                             config.jitter);
+    decode_frame_ = static_cast<std::size_t>(jitter_->frame_samples());
+  } else {
+    if (config.pcm_ring_ms < 100 || config.pcm_ring_ms > 600000) {
+      throw std::invalid_argument("pcm_ring_ms must be between 100 and 600000");
+    }
+    if (config.pcm_prebuffer_ms < 0 || config.pcm_prebuffer_ms > 2000) {
+      throw std::invalid_argument("pcm_prebuffer_ms must be between 0 and 2000");
+    }
+    decode_rate_hz_ = kPcmTransportRateHz;
+    decode_frame_ = static_cast<std::size_t>(kPcmTransportRateHz / 1000 * 10);
+    pcm_ring_ = std::make_unique<SpscRing<std::int16_t>>(
+        pow2_at_least(static_cast<std::size_t>(kPcmTransportRateHz / 1000 * config.pcm_ring_ms)),
+        ch);
+    pcm_in_.resize(decode_frame_ * ch);
+  }
+  if (decode_rate_hz_ != config.output_rate_hz) {
+    resampler_ = std::make_unique<Resampler>(decode_rate_hz_, config.output_rate_hz,
+                                             config.channels);
+  }
+  decoded_.resize(decode_frame_ * ch);
+  const std::size_t out_frame =
+      resampler_ ? resampler_->output_frames(decode_frame_) + 2 : decode_frame_;
+  resampled_.resize(out_frame * ch);
+  // A pull may ask for up to one second; pending holds that plus one produced block.
+  pending_.resize((static_cast<std::size_t>(config.output_rate_hz) + 2 * out_frame) * ch);
+  publish();
+}
+
+Downlink::~Downlink() = default;
+
+bool Downlink::push_rtp(std::uint16_t seq, std::uint32_t timestamp, const std::uint8_t* payload,
+                        std::size_t bytes, std::int64_t arrival_ns) {
+  if (config_.mode != PipelineMode::Opus) {
+    throw std::logic_error("push_rtp needs a Downlink in Opus mode");
+  }
+  return queue_.push(seq, timestamp, payload, bytes, arrival_ns);
+}
+
+std::size_t Downlink::push_pcm(const std::int16_t* pcm, std::size_t frames) {
+  if (config_.mode != PipelineMode::Pcm16) {
+    throw std::logic_error("push_pcm needs a Downlink in PCM mode");
+  }
+  return pcm_ring_->write(pcm, frames);
+}
+
+void Downlink::request_flush() { flush_requested_.fetch_add(1, std::memory_order_acq_rel); }
+
+void Downlink::apply_flush() {
+  queue_.clear();
+  if (jitter_) jitter_->flush();
+  if (pcm_ring_) pcm_ring_->discard(pcm_ring_->available_frames());
+  if (resampler_) resampler_->reset();
+  pcm_playing_ = false;
+  pending_frames_ = 0;
+  pending_media_ = 0;
+}
+
+void Downlink::append(const float* pcm, std::size_t frames, bool media) {
+  const std::size_t ch = static_cast<std::size_t>(config_.channels);
+  const float* src = pcm;
+  std::size_t n = frames;
+  if (resampler_) {
+    n = resampler_->process(pcm, frames, resampled_.data(), resampled_.size() / ch);
+    src = resampled_.data();
+  }
+  std::memcpy(pending_.data() + pending_frames_ * ch, src, n * ch * sizeof(float));
+  // Media accounting is kept per produced block: a block is media or filler as a whole.
+  if (media && pending_media_ == pending_frames_) pending_media_ += n;
+  pending_frames_ += n;
+}
+
+void Downlink::produce_opus(std::int64_t now_ns) {
+  const PlayoutAction action = jitter_->pull(now_ns, decoded_.data());
+  append(decoded_.data(), decode_frame_, action != PlayoutAction::Silence);
+}
+
+void Downlink::produce_pcm() {
+  const std::size_t ch = static_cast<std::size_t>(config_.channels);
+  const std::size_t available = pcm_ring_->available_frames();
+  if (!pcm_playing_) {
+    const std::size_t prebuffer =
+        static_cast<std::size_t>(kPcmTransportRateHz / 1000 * config_.pcm_prebuffer_ms);
+    pcm_playing_ = available >= std::max<std::size_t>(prebuffer, 1);
+  }
+  std::size_t got = 0;
+  if (pcm_playing_) {
+    got = pcm_ring_->read(pcm_in_.data(), std::min(available, decode_frame_));
+    if (got < decode_frame_) {
+      ++pcm_underruns_;
+      pcm_playing_ = false;
+    }
+  }
+  for (std::size_t i = 0; i < got * ch; ++i) {
+    decoded_[i] = static_cast<float>(pcm_in_[i]) * (1.0f / 32768.0f);
+  }
+  std::fill(decoded_.begin() + static_cast<std::ptrdiff_t>(got * ch), decoded_.end(), 0.0f);
+  append(decoded_.data(), decode_frame_, got == decode_frame_);
+}
+
+void Downlink::pull(float* out, std::size_t frames, std::int64_t now_ns) {
+  const std::size_t ch = static_cast<std::size_t>(config_.channels);
+  if (frames > static_cast<std::size_t>(config_.output_rate_hz)) {
+    throw std::invalid_argument("pull: at most one second of audio per call");
+  }
+  const std::uint64_t requested = flush_requested_.load(std::memory_order_acquire);
+  if (requested != flush_applied_) {
+    flush_applied_ = requested;
+    apply_flush();
+  }
+  if (jitter_) {
+    for (const QueuedPacket* p = queue_.front(); p != nullptr; p = queue_.front()) {
+      jitter_->insert(p->seq, p->timestamp, p->payload, p->bytes, p->arrival_ns);
+      queue_.pop();
+    }
+  }
+  const double ns_per_frame = 1e9 / config_.output_rate_hz;
+  while (pending_frames_ < frames) {
+    if (jitter_) {
+      // The audio produced now is played after what is already pending.
+      produce_opus(now_ns + static_cast<std::int64_t>(pending_frames_ * ns_per_frame));
+    } else {
+      produce_pcm();
+    }
+  }
+  std::memcpy(out, pending_.data(), frames * ch * sizeof(float));
+  const std::size_t media = std::min(pending_media_, frames);
+  pending_media_ -= media;
+  pending_frames_ -= frames;
+  std::memmove(pending_.data(), pending_.data() + frames * ch,
+               pending_frames_ * ch * sizeof(float));
+  samples_pulled_ += frames;
+  media_played_.fetch_add(media, std::memory_order_acq_rel);
+  publish();
+}
+
+void Downlink::publish() {
+  DownlinkStats s;
+  if (jitter_) s.jitter = jitter_->stats();
+  s.packets_queued = queue_.pushed();
+  s.packets_dropped_queue_full = queue_.dropped_full();
+  s.packets_dropped_oversized = queue_.dropped_oversized();
+  s.samples_pulled = samples_pulled_;
+  s.media_samples_played = media_played_.load(std::memory_order_relaxed);
+  s.flushes = flush_applied_;
+  s.pcm_underruns = pcm_underruns_;
+  published_->store(s);
+}
+
+DownlinkStats Downlink::stats() const {
+  DownlinkStats s = published_->load();
+  // Producer-side counters are live.
+  s.packets_queued = queue_.pushed();
+  s.packets_dropped_queue_full = queue_.dropped_full();
+  s.packets_dropped_oversized = queue_.dropped_oversized();
+  return s;
+}
+
+// ------------------------------------------------------------------------------------------
+// Drivers
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t clock_ns(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+void check_frame_ms(int frame_ms) {
+  if (frame_ms < 5 || frame_ms > 100) {
+    throw std::invalid_argument("frame_ms must be between 5 and 100, got " +
+                                std::to_string(frame_ms));
+  }
+}
+
+}  // namespace
+
+PlayoutDriver::PlayoutDriver(Downlink& downlink, int frame_ms, std::size_t ring_frames)
+    : downlink_(downlink),
+      frame_ms_((check_frame_ms(frame_ms), frame_ms)),
+      frame_frames_(static_cast<std::size_t>(downlink.config().output_rate_hz / 1000 * frame_ms)),
+      ring_(pow2_at_least(std::max(ring_frames, frame_frames_ * 2)),
+            static_cast<std::size_t>(downlink.config().channels)),
+      buffer_(frame_frames_ * static_cast<std::size_t>(downlink.config().channels)) {
+  if (downlink.config().output_rate_hz % 1000 != 0) {
+    throw std::invalid_argument("the headless playout driver needs an output rate in whole kHz");
+  }
+}
+
+PlayoutDriver::~PlayoutDriver() { stop(); }
+
+void PlayoutDriver::start() {
+  if (running_.exchange(true)) return;
+  stop_.store(false, std::memory_order_release);
+  thread_ = std::thread([this] { run(); });
+}
+
+void PlayoutDriver::stop() {
+  stop_.store(true, std::memory_order_release);
+  if (thread_.joinable()) thread_.join();
+  running_.store(false, std::memory_order_release);
+}
+
+void PlayoutDriver::run() {
+  const auto period = std::chrono::milliseconds(frame_ms_);
+  auto next = Clock::now();
+  while (!stop_.load(std::memory_order_acquire)) {
+    downlink_.pull(buffer_.data(), frame_frames_, clock_ns(next));
+    ring_.write(buffer_.data(), frame_frames_);
+    ticks_.fetch_add(1, std::memory_order_relaxed);
+    next += period;
+    const auto now = Clock::now();
+    if (now > next + period) {
+      // Starved for more than a frame: count it and keep the clock (the pulls catch up).
+      late_ticks_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      std::this_thread::sleep_until(next);
+    }
+  }
+}
+
+CaptureDriver::CaptureDriver(Uplink& uplink, int frame_ms, std::size_t ring_frames,
+                             bool pad_silence)
+    : uplink_(uplink),
+      frame_ms_((check_frame_ms(frame_ms), frame_ms)),
+      frame_frames_(static_cast<std::size_t>(uplink.config().input_rate_hz) *
+                    static_cast<std::size_t>(frame_ms) / 1000),
+      pad_silence_(pad_silence),
+      ring_(pow2_at_least(std::max(ring_frames, frame_frames_ * 2)),
+            static_cast<std::size_t>(uplink.config().channels)),
+      buffer_(frame_frames_ * static_cast<std::size_t>(uplink.config().channels)) {
+  if (static_cast<long long>(uplink.config().input_rate_hz) * frame_ms % 1000 != 0) {
+    throw std::invalid_argument("frame_ms is not a whole number of input samples");
+  }
+}
+
+CaptureDriver::~CaptureDriver() { stop(); }
+
+void CaptureDriver::start() {
+  if (running_.exchange(true)) return;
+  stop_.store(false, std::memory_order_release);
+  thread_ = std::thread([this] { run(); });
+}
+
+void CaptureDriver::stop() {
+  stop_.store(true, std::memory_order_release);
+  if (thread_.joinable()) thread_.join();
+  running_.store(false, std::memory_order_release);
+}
+
+void CaptureDriver::run() {
+  const auto period = std::chrono::milliseconds(frame_ms_);
+  const std::size_t ch = static_cast<std::size_t>(uplink_.config().channels);
+  auto next = Clock::now() + period;
+  while (!stop_.load(std::memory_order_acquire)) {
+    std::this_thread::sleep_until(next);
+    next += period;
+    const std::size_t got = std::min(ring_.available_frames(), frame_frames_);
+    if (got != 0) ring_.read(buffer_.data(), got);
+    std::size_t frames = got;
+    if (pad_silence_ && got < frame_frames_) {
+      std::fill(buffer_.begin() + static_cast<std::ptrdiff_t>(got * ch), buffer_.end(), 0.0f);
+      silence_frames_.fetch_add(frame_frames_ - got, std::memory_order_relaxed);
+      frames = frame_frames_;
+    }
+    if (frames != 0) uplink_.push(buffer_.data(), frames);
+    ticks_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace rtvoice

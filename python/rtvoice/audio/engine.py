@@ -429,9 +429,10 @@ class NativeJitterBuffer:
         return np.asarray(pcm, dtype=np.float32).reshape(-1)
 
     def flush(self) -> int:
-        buffered = int(self._jb.stats.buffered_packets)
+        # The native buffer holds decoded audio as well as packets: count both, in frames.
+        buffered_ms = float(self._jb.stats.buffered_ms)
         self._jb.flush()
-        return buffered
+        return int(np.ceil(buffered_ms / FRAME_MS))
 
     @property
     def buffered_frames(self) -> int:

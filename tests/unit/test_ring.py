@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -201,13 +202,14 @@ def test_two_thread_stress_every_sample_once_in_order(seed: int) -> None:
 def test_concurrent_producers_are_refused_not_corrupting() -> None:
     """Two threads writing at once break the SPSC contract: once they collide, one of them gets
     a RuntimeError instead of corrupting the indices."""
-    ring = AudioRing(1 << 16)
-    big = np.zeros(1 << 14, np.float32)
+    ring = AudioRing(1 << 18)
+    big = np.zeros(1 << 16, np.float32)
     collisions: list[str] = []
     stop = threading.Event()
+    deadline = time.monotonic() + 30
 
     def hammer() -> None:
-        for _ in range(20_000):
+        while time.monotonic() < deadline:
             if stop.is_set():
                 return
             try:
@@ -218,7 +220,7 @@ def test_concurrent_producers_are_refused_not_corrupting() -> None:
 
     def drain() -> None:
         while not stop.is_set():
-            ring.discard(1 << 16)
+            ring.discard(1 << 18)
 
     threads = [threading.Thread(target=hammer) for _ in range(2)]
     consumer = threading.Thread(target=drain)

@@ -17,13 +17,12 @@ PipelineMode parse_mode(const std::string& mode) {
   throw py::value_error("mode must be 'opus' or 'pcm16', got '" + mode + "'");
 }
 
-const char* mode_name(PipelineMode mode) {
-  return mode == PipelineMode::Opus ? "opus" : "pcm16";
-}
+const char* mode_name(PipelineMode mode) { return mode == PipelineMode::Opus ? "opus" : "pcm16"; }
 
 class PyUplink {
  public:
-  explicit PyUplink(const UplinkConfig& config) : uplink_(config), packet_(uplink_.max_packet_bytes()) {}
+  explicit PyUplink(const UplinkConfig& config)
+      : uplink_(config), packet_(uplink_.max_packet_bytes()) {}
 
   std::size_t push(const py::array& pcm) {
     if (driven_.load(std::memory_order_acquire)) {
@@ -52,9 +51,8 @@ class PyUplink {
       got = uplink_.pop_packet(packet_.data(), packet_.size(), info);
     }
     if (!got) return std::nullopt;
-    return std::make_tuple(
-        py::bytes(reinterpret_cast<const char*>(packet_.data()), info.bytes), info.timestamp,
-        info.seq);
+    return std::make_tuple(py::bytes(reinterpret_cast<const char*>(packet_.data()), info.bytes),
+                           info.timestamp, info.seq);
   }
 
   void finish() {
@@ -93,8 +91,8 @@ class PyUplink {
 
   std::string repr() const {
     const UplinkConfig& c = uplink_.config();
-    return "Uplink(input_rate=" + std::to_string(c.input_rate_hz) + ", channels=" +
-           std::to_string(c.channels) + ", mode='" + mode_name(c.mode) + "')";
+    return "Uplink(input_rate=" + std::to_string(c.input_rate_hz) +
+           ", channels=" + std::to_string(c.channels) + ", mode='" + mode_name(c.mode) + "')";
   }
 
   Uplink& native() { return uplink_; }
@@ -171,8 +169,8 @@ class PyDownlink {
 
   std::string repr() const {
     const DownlinkConfig& c = downlink_.config();
-    return "Downlink(output_rate=" + std::to_string(c.output_rate_hz) + ", channels=" +
-           std::to_string(c.channels) + ", mode='" + mode_name(c.mode) + "')";
+    return "Downlink(output_rate=" + std::to_string(c.output_rate_hz) +
+           ", channels=" + std::to_string(c.channels) + ", mode='" + mode_name(c.mode) + "')";
   }
 
   Downlink& native() { return downlink_; }
@@ -343,11 +341,11 @@ thread; ``stats`` to any thread.
              c.notify_fd = notify_fd;
              return std::make_unique<PyUplink>(c);
            }),
-           py::arg("input_rate"), py::arg("channels") = 1, py::arg("mode") = "opus",
-           py::kw_only(), py::arg("frame_ms") = 20, py::arg("bitrate") = 32000,
-           py::arg("complexity") = 9, py::arg("fec") = true, py::arg("packet_loss_perc") = 10,
-           py::arg("dtx") = false, py::arg("ring_ms") = 2000, py::arg("initial_timestamp") = 0,
-           py::arg("initial_seq") = 0, py::arg("notify_fd") = -1)
+           py::arg("input_rate"), py::arg("channels") = 1, py::arg("mode") = "opus", py::kw_only(),
+           py::arg("frame_ms") = 20, py::arg("bitrate") = 32000, py::arg("complexity") = 9,
+           py::arg("fec") = true, py::arg("packet_loss_perc") = 10, py::arg("dtx") = false,
+           py::arg("ring_ms") = 2000, py::arg("initial_timestamp") = 0, py::arg("initial_seq") = 0,
+           py::arg("notify_fd") = -1)
       .def("push", &PyUplink::push, py::arg("pcm"),
            "Capture thread: queues float32 or int16 frames at the input rate; returns the "
            "frames accepted (the rest are dropped and counted).")
@@ -376,9 +374,9 @@ time stretching) and resampling to the output rate; ``mode="pcm16"`` takes 24 kH
 ``push_rtp``/``push_pcm`` belong to the network thread; ``pull``/``pull_into`` to the playout
 thread; ``flush``, ``stats`` and ``media_samples_played`` to any thread.
 )doc")
-      .def(py::init([](int output_rate, int channels, const std::string& mode,
-                       int min_delay_ms, int max_delay_ms, int start_delay_ms, bool fec,
-                       int queue_packets, int pcm_prebuffer_ms) {
+      .def(py::init([](int output_rate, int channels, const std::string& mode, int min_delay_ms,
+                       int max_delay_ms, int start_delay_ms, bool fec, int queue_packets,
+                       int pcm_prebuffer_ms) {
              DownlinkConfig c;
              c.output_rate_hz = output_rate;
              c.channels = channels;
@@ -391,12 +389,11 @@ thread; ``flush``, ``stats`` and ``media_samples_played`` to any thread.
              c.pcm_prebuffer_ms = pcm_prebuffer_ms;
              return std::make_unique<PyDownlink>(c);
            }),
-           py::arg("output_rate"), py::arg("channels") = 1, py::arg("mode") = "opus",
-           py::kw_only(), py::arg("min_delay_ms") = JitterBufferConfig{}.min_delay_ms,
+           py::arg("output_rate"), py::arg("channels") = 1, py::arg("mode") = "opus", py::kw_only(),
+           py::arg("min_delay_ms") = JitterBufferConfig{}.min_delay_ms,
            py::arg("max_delay_ms") = JitterBufferConfig{}.max_delay_ms,
-           py::arg("start_delay_ms") = JitterBufferConfig{}.start_delay_ms,
-           py::arg("fec") = true, py::arg("queue_packets") = 512,
-           py::arg("pcm_prebuffer_ms") = 60)
+           py::arg("start_delay_ms") = JitterBufferConfig{}.start_delay_ms, py::arg("fec") = true,
+           py::arg("queue_packets") = 512, py::arg("pcm_prebuffer_ms") = 60)
       .def("push_rtp", &PyDownlink::push_rtp, py::arg("seq"), py::arg("timestamp"),
            py::arg("payload"), py::arg("arrival_ns"),
            "Network thread: queues one RTP payload; False when it was dropped (counted).")
@@ -407,10 +404,11 @@ thread; ``flush``, ``stats`` and ``media_samples_played`` to any thread.
       .def("pull_into", &PyDownlink::pull_into, py::arg("out"), py::arg("now_ns"))
       .def("flush", &PyDownlink::flush,
            "Any thread: drops all queued and buffered audio at the next pull (barge-in).")
-      .def_property_readonly("decode_rate", [](PyDownlink& d) { return d.native().decode_rate_hz(); })
-      .def_property_readonly("media_samples_played",
-                             [](PyDownlink& d) { return d.native().media_samples_played(); },
-                             "Output-rate samples of received audio played so far (not filler).")
+      .def_property_readonly("decode_rate",
+                             [](PyDownlink& d) { return d.native().decode_rate_hz(); })
+      .def_property_readonly(
+          "media_samples_played", [](PyDownlink& d) { return d.native().media_samples_played(); },
+          "Output-rate samples of received audio played so far (not filler).")
       .def_property_readonly("stats", &PyDownlink::stats)
       .def("__repr__", &PyDownlink::repr);
 
@@ -428,8 +426,13 @@ a native thread pulls one frame from the Downlink into a ring that ``read`` drai
       .def_property_readonly("ticks", &PyPlayoutDriver::ticks)
       .def_property_readonly("late_ticks", &PyPlayoutDriver::late_ticks)
       .def_property_readonly("overrun_frames", &PyPlayoutDriver::overrun_frames)
-      .def("__enter__", [](PyPlayoutDriver& d) -> PyPlayoutDriver& { d.start(); return d; },
-           py::return_value_policy::reference)
+      .def(
+          "__enter__",
+          [](PyPlayoutDriver& d) -> PyPlayoutDriver& {
+            d.start();
+            return d;
+          },
+          py::return_value_policy::reference)
       .def("__exit__", [](PyPlayoutDriver& d, py::args) { d.stop(); });
 
   py::class_<PyCaptureDriver>(m, "CaptureDriver", R"doc(
@@ -448,8 +451,13 @@ silence when the ring runs short (as a live microphone keeps producing samples).
       .def_property_readonly("running", &PyCaptureDriver::running)
       .def_property_readonly("ticks", &PyCaptureDriver::ticks)
       .def_property_readonly("silence_frames", &PyCaptureDriver::silence_frames)
-      .def("__enter__", [](PyCaptureDriver& d) -> PyCaptureDriver& { d.start(); return d; },
-           py::return_value_policy::reference)
+      .def(
+          "__enter__",
+          [](PyCaptureDriver& d) -> PyCaptureDriver& {
+            d.start();
+            return d;
+          },
+          py::return_value_policy::reference)
       .def("__exit__", [](PyCaptureDriver& d, py::args) { d.stop(); });
 }
 

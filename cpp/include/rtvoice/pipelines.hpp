@@ -157,7 +157,7 @@ struct DownlinkStats {
   std::uint64_t samples_pulled = 0;        // at the output rate
   std::uint64_t media_samples_played = 0;  // output-rate samples carrying the stream's audio
   std::uint64_t flushes = 0;
-  std::uint64_t pcm_underruns = 0;         // PCM mode: pulls that ran out of audio
+  std::uint64_t pcm_underruns = 0;  // PCM mode: pulls that ran out of audio
 };
 
 class Downlink {

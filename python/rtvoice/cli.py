@@ -94,8 +94,9 @@ def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
 
 def _status_line(m: Any) -> str:
     jb = m.jitter_buffer
+    jb_text = _fmt(jb.get("buffer_delay_ms"), " ms", 0) if jb.get("playing") else "idle"
     return (
-        f"{m.state:<10} rtt {_fmt(m.rtt_ms, ' ms')}  jb {_fmt(jb.get('buffer_delay_ms'), ' ms', 0)}"
+        f"{m.state:<10} rtt {_fmt(m.rtt_ms, ' ms')}  jb {jb_text}"
         f"  loss {m.loss_fraction * 100:.1f}%  fec {jb.get('fec_recovered', 0)}"
         f"  concealed {jb.get('concealed_frames', 0)}  sent {m.packets_sent}"
         f"  recv {m.packets_received}"
@@ -176,7 +177,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
             while True:
                 m = await session.refresh_metrics()
                 uplink_samples.append(session.uplink.queued_samples / 48.0)
-                if m.jitter_buffer.get("buffer_delay_ms", 0.0) > 0:
+                if m.jitter_buffer.get("playing"):
                     jb_delays.append(float(m.jitter_buffer["buffer_delay_ms"]))
                 if live:
                     end = "\r" if log.isatty() else "\n"

@@ -151,3 +151,21 @@ def test_a_gap_inside_a_talkspurt_is_counted_as_concealment() -> None:
         now += 20_000_000
     assert jb.stats.concealed_frames >= 1
     assert jb.stats.concealment_events == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_downlink_reports_a_talkspurt_end_as_silence_not_concealment(kind: str) -> None:
+    dl = Downlink(48000, target_delay_ms=40, jitter_buffer=kind)
+    now = 0
+    for seq, payload in enumerate(_packets(50)):
+        dl.push_rtp(seq, seq * 960, payload, now)
+        dl.pull(960, now)
+        now += 20_000_000
+    assert dl.stats.playing
+    for _ in range(100):  # two seconds with nothing sent
+        dl.pull(960, now)
+        now += 20_000_000
+    st = dl.stats
+    assert not st.playing
+    assert st.concealed_frames == 0
+    assert st.concealment_events == 0

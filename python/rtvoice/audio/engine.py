@@ -232,6 +232,7 @@ class DownlinkStats:
     concealment_events: int = 0
     silent_frames: int = 0
     frames_dropped: int = 0
+    playing: bool = False
     packets_lost: int = 0
     accelerated_samples: int = 0
     expanded_samples: int = 0
@@ -318,6 +319,11 @@ class FecJitterBuffer:
     @property
     def buffered_frames(self) -> int:
         return len(self._packets)
+
+    @property
+    def playing(self) -> bool:
+        """True while a talkspurt is being played out (not idle)."""
+        return self._playing
 
     def pull(self, now_ns: int) -> FloatArray:
         """Return exactly 20 ms (960 samples, 48 kHz mono float32)."""
@@ -419,13 +425,39 @@ class NativeJitterBuffer:
         native = _require("JitterBuffer")
         self._jb = native(OPUS_RATE_HZ, 1, start_delay_ms=target_delay_ms)
         self.stats = DownlinkStats()
-        self._flushed_samples = 0
+        self.playing = False
+        self._last_action = "silence"
+        # Concealment while nothing is buffered is the fade-out of a talkspurt when the stream
+        # then goes silent; it is moved out of the concealment figures at that point.
+        self._tail_frames = 0
+        self._tail_started_event = False
+        self._tail_reclassified_frames = 0
+        self._tail_reclassified_events = 0
 
     def insert(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> None:
         self._jb.insert(seq, timestamp, payload, arrival_ns)
+        self._tail_frames = 0
+        self._tail_started_event = False
 
     def pull(self, now_ns: int) -> FloatArray:
-        pcm, _action = self._jb.pull(now_ns)
+        pcm, action = self._jb.pull(now_ns)
+        if action == "conceal":
+            if self._jb.stats.buffered_packets == 0:
+                if self._tail_frames == 0:
+                    self._tail_started_event = self._last_action != "conceal"
+                self._tail_frames += 1
+            else:
+                self._tail_frames = 0
+        elif action in ("silence", "comfort_noise"):
+            if self._tail_frames:
+                self._tail_reclassified_frames += self._tail_frames
+                self._tail_reclassified_events += int(self._tail_started_event)
+            self._tail_frames = 0
+            self.playing = False
+        else:
+            self._tail_frames = 0
+            self.playing = True
+        self._last_action = str(action)
         return np.asarray(pcm, dtype=np.float32).reshape(-1)
 
     def flush(self) -> int:
@@ -449,9 +481,11 @@ class NativeJitterBuffer:
         s.packets_late = int(n.packets_late)
         s.packets_duplicate = int(n.packets_duplicated)
         s.fec_recovered = int(n.fec_recovered_frames)
-        s.concealed_frames = int(n.concealed_samples) // FRAME_SAMPLES
-        s.concealment_events = int(n.concealment_events)
-        s.silent_frames = int(n.silence_samples + n.comfort_noise_samples) // FRAME_SAMPLES
+        tail = self._tail_reclassified_frames
+        s.concealed_frames = int(n.concealed_samples) // FRAME_SAMPLES - tail
+        s.concealment_events = int(n.concealment_events) - self._tail_reclassified_events
+        s.silent_frames = int(n.silence_samples + n.comfort_noise_samples) // FRAME_SAMPLES + tail
+        s.playing = self.playing
         s.frames_decoded = max(
             0,
             int(
@@ -522,6 +556,7 @@ class Downlink:
             s = self._jitter.refresh_stats()
         else:
             s = self._jitter.stats
+            s.playing = self._jitter.playing
             s.buffer_delay_ms = float(self._jitter.buffered_frames * FRAME_MS)
             s.target_delay_ms = float(self._jitter.target_frames * FRAME_MS)
         s.samples_played = self.samples_played

@@ -470,7 +470,7 @@ class RealtimeSession:
             item = event.get("item") or {}
             if item.get("type") == "message" and item.get("role") == "assistant":
                 self._audio_item_id = item.get("id")
-                self._audio_item_start_samples = self._downlink.samples_played
+                self._audio_item_start_samples = self._downlink.media_samples_played
         elif t == "output_audio_buffer.started":
             self._audio_playing = True
         elif t in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
@@ -485,7 +485,7 @@ class RealtimeSession:
 
     def _interrupt(self) -> None:
         """Barge-in: stop playout now and tell the server how much of the item was heard."""
-        played = self._downlink.samples_played - self._audio_item_start_samples
+        played = self._downlink.media_samples_played - self._audio_item_start_samples
         audio_end_ms = max(0, int(played * 1000 // self._downlink.output_rate_hz))
         self._downlink.request_flush()
         self._barge_ins += 1

@@ -120,7 +120,7 @@ def test_barge_in_flushes_playout_and_truncates_at_the_played_position() -> None
                 )
             )
             await asyncio.sleep(1.0)
-            played_before = session.downlink.samples_played
+            played_before = session.downlink.media_samples_played
             channel.send(
                 json.dumps(
                     {
@@ -136,7 +136,7 @@ def test_barge_in_flushes_playout_and_truncates_at_the_played_position() -> None
                     break
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.1)
-            flushed = session.downlink.stats.samples_flushed
+            flushed = session.downlink.stats.flushes
             assert session.metrics.barge_ins == 1
         truncate = answerer.received[0]
         assert truncate["type"] == "conversation.item.truncate"

@@ -20,6 +20,7 @@ buffer is the native :class:`rtvoice.JitterBuffer` when the build has it, else
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -232,6 +233,7 @@ class DownlinkStats:
     concealment_events: int = 0
     silent_frames: int = 0
     frames_dropped: int = 0
+    flushes: int = 0
     playing: bool = False
     packets_lost: int = 0
     accelerated_samples: int = 0
@@ -507,6 +509,98 @@ class NativeJitterBuffer:
         return s
 
 
+class _NativeDownlink:
+    """The native :class:`rtvoice.Downlink` (lock-free packet queue, adaptive jitter buffer,
+    resampling, all in C++), with its statistics mapped onto :class:`DownlinkStats`.
+
+    ``push_rtp`` on the network thread, ``pull`` on the playout thread, ``flush`` anywhere.
+    """
+
+    def __init__(self, output_rate_hz: int, target_delay_ms: int) -> None:
+        native = _require("Downlink")
+        self._dl = native(output_rate_hz, 1, start_delay_ms=target_delay_ms)
+        self.stats = DownlinkStats()
+        self.playing = False
+        # Per-pull deltas of the jitter statistics (playout thread only) to tell a talkspurt's
+        # fade-out from concealment of lost audio (see NativeJitterBuffer).
+        self._prev = (0, 0, 0)  # concealed, media played, silence+comfort noise
+        self._tail_samples = 0
+        self._tail_started_event = False
+        self._reclassified_samples = 0
+        self._reclassified_events = 0
+
+    def push_rtp(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> None:
+        self._dl.push_rtp(seq, timestamp, payload, arrival_ns)
+
+    def flush(self) -> None:
+        self._dl.flush()
+
+    @property
+    def media_samples_played(self) -> int:
+        return int(self._dl.media_samples_played)
+
+    def pull(self, n_samples: int, now_ns: int) -> FloatArray:
+        out = np.asarray(self._dl.pull(n_samples, now_ns), dtype=np.float32).reshape(-1)
+        st = self._dl.stats
+        j = st["jitter"]
+        concealed = int(j.concealed_samples)
+        media = int(st["media_samples_played"])
+        quiet = int(j.silence_samples + j.comfort_noise_samples)
+        d_conceal = concealed - self._prev[0]
+        d_media = media - self._prev[1]
+        d_quiet = quiet - self._prev[2]
+        if d_conceal > 0 and int(j.buffered_packets) == 0:
+            if self._tail_samples == 0:
+                self._tail_started_event = self._prev_conceal_delta == 0
+            self._tail_samples += d_conceal
+        elif d_quiet > 0 and d_conceal == 0:
+            if self._tail_samples:
+                self._reclassified_samples += self._tail_samples
+                self._reclassified_events += int(self._tail_started_event)
+            self._tail_samples = 0
+        elif d_conceal == 0:
+            self._tail_samples = 0
+        self._prev_conceal_delta = d_conceal
+        self.playing = d_media > 0 or (d_conceal > 0 and self.playing)
+        self._prev = (concealed, media, quiet)
+        return out
+
+    _prev_conceal_delta = 0
+
+    def refresh_stats(self) -> DownlinkStats:
+        st = self._dl.stats
+        n = st["jitter"]
+        s = self.stats
+        tail = self._reclassified_samples
+        s.packets_received = int(n.packets_received)
+        s.packets_late = int(n.packets_late)
+        s.packets_duplicate = int(n.packets_duplicated)
+        s.packets_lost = int(n.packets_lost)
+        s.fec_recovered = int(n.fec_recovered_frames)
+        s.concealed_frames = (int(n.concealed_samples) - tail) // FRAME_SAMPLES
+        s.concealment_events = int(n.concealment_events) - self._reclassified_events
+        s.silent_frames = (int(n.silence_samples + n.comfort_noise_samples) + tail) // FRAME_SAMPLES
+        s.frames_decoded = max(
+            0,
+            int(
+                n.samples_played
+                - n.concealed_samples
+                - n.fec_recovered_samples
+                - n.silence_samples
+                - n.comfort_noise_samples
+            )
+            // FRAME_SAMPLES,
+        )
+        s.frames_dropped = int(n.packets_discarded) + int(st["packets_dropped_queue_full"])
+        s.accelerated_samples = int(n.accelerated_samples)
+        s.expanded_samples = int(n.expanded_samples)
+        s.buffer_delay_ms = float(n.current_delay_ms)
+        s.target_delay_ms = float(n.target_delay_ms)
+        s.jitter_ms = float(n.jitter_ms)
+        s.playing = self.playing
+        return s
+
+
 class Downlink:
     """Inbound Opus RTP → PCM at ``output_rate_hz``.
 
@@ -525,34 +619,58 @@ class Downlink:
             raise ValueError(f"output_rate_hz must be positive, not {output_rate_hz}")
         self.output_rate_hz = output_rate_hz
         self._queue: collections.deque[tuple[int, int, bytes, int]] = collections.deque()
+        self._native: _NativeDownlink | None = None
+        if getattr(_core, "Downlink", None) is not None and jitter_buffer == "native":
+            with contextlib.suppress(ValueError):  # an output rate the native one lacks
+                self._native = _NativeDownlink(output_rate_hz, target_delay_ms)
         self._jitter: FecJitterBuffer | NativeJitterBuffer
         if getattr(_core, "JitterBuffer", None) is not None and jitter_buffer != "simple":
             self._jitter = NativeJitterBuffer(target_delay_ms=target_delay_ms)
         else:
             self._jitter = FecJitterBuffer(target_frames=max(1, target_delay_ms // FRAME_MS))
-        self.jitter_buffer_kind = type(self._jitter).__name__
+        self.jitter_buffer_kind = (
+            "NativeDownlink" if self._native is not None else type(self._jitter).__name__
+        )
         self._resampler = StreamResampler(OPUS_RATE_HZ, output_rate_hz)
         self._pending = np.zeros(0, dtype=np.float32)
         self._flush_requested = threading.Event()
         self.packets_in = 0
+        self.flushes = 0
         self.last_arrival_ns = 0
         # (monotonic ns, samples played so far) of the last pull, for played-position queries.
         self.samples_played = 0
 
     # network thread -----------------------------------------------------------------------
     def push_rtp(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> None:
-        self._queue.append((seq, timestamp, payload, arrival_ns))
+        if self._native is not None:
+            self._native.push_rtp(seq, timestamp, payload, arrival_ns)
+        else:
+            self._queue.append((seq, timestamp, payload, arrival_ns))
         self.packets_in += 1
         self.last_arrival_ns = arrival_ns
 
     # any thread -----------------------------------------------------------------------------
     def request_flush(self) -> None:
         """Ask the playout side to drop everything queued (barge-in); takes effect next pull."""
+        if self._native is not None:
+            self._native.flush()
+            self.flushes += 1
+            return
         self._flush_requested.set()
 
     @property
+    def media_samples_played(self) -> int:
+        """Output-rate samples of received audio played so far (silence not counted by the
+        native pipeline; the Python one counts every pulled sample)."""
+        if self._native is not None:
+            return self._native.media_samples_played
+        return self.samples_played
+
+    @property
     def stats(self) -> DownlinkStats:
-        if isinstance(self._jitter, NativeJitterBuffer):
+        if self._native is not None:
+            s = self._native.refresh_stats()
+        elif isinstance(self._jitter, NativeJitterBuffer):
             s = self._jitter.refresh_stats()
         else:
             s = self._jitter.stats
@@ -560,6 +678,7 @@ class Downlink:
             s.buffer_delay_ms = float(self._jitter.buffered_frames * FRAME_MS)
             s.target_delay_ms = float(self._jitter.target_frames * FRAME_MS)
         s.samples_played = self.samples_played
+        s.flushes = self.flushes
         return s
 
     # playout thread --------------------------------------------------------------------------
@@ -569,8 +688,12 @@ class Downlink:
             now_ns = time.monotonic_ns()
         if n_samples < 0:
             raise ValueError("n_samples must be >= 0")
+        if self._native is not None:
+            self.samples_played += n_samples
+            return self._native.pull(n_samples, now_ns)
         if self._flush_requested.is_set():
             self._flush_requested.clear()
+            self.flushes += 1
             self._queue.clear()
             dropped = self._jitter.flush()
             self._jitter.stats.samples_flushed += dropped * FRAME_SAMPLES + int(self._pending.size)

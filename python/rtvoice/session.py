@@ -557,7 +557,11 @@ class RealtimeSession:
                 lost = self._stats.get("remote_fraction_lost")
                 if lost is not None:
                     # Tell the encoder how much loss the server sees, so FEC is sized for it.
-                    self._uplink.set_packet_loss_perc(max(5, int(lost * 100 + 0.5)))
+                    # The encoder belongs to the network thread: the call is made there.
+                    rtc = self._transport.rtc_thread
+                    if rtc is not None:
+                        percent = max(5, int(lost * 100 + 0.5))
+                        rtc.call_soon(self._uplink.set_packet_loss_perc, percent)
             except errors.RtvoiceError:
                 pass
             await asyncio.sleep(self._stats_interval_s)

@@ -78,7 +78,11 @@ class RtcThread:
             raise
 
     def call_soon(self, callback: Any, *args: Any) -> None:
-        self.loop.call_soon_threadsafe(callback, *args)
+        """Run ``callback(*args)`` on the RTC loop; dropped once the thread has stopped."""
+        if self._stopped:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            self.loop.call_soon_threadsafe(callback, *args)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the loop, cancel its remaining tasks and join the thread. Idempotent."""

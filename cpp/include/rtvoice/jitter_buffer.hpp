@@ -23,7 +23,7 @@ namespace rtvoice {
 
 struct JitterBufferConfig {
   int frame_ms = 20;           // duration of one pull
-  int min_delay_ms = 20;       // bounds of the target delay
+  int min_delay_ms = 10;       // bounds of the target delay
   int max_delay_ms = 500;      // also the most the delay may grow while waiting for late audio
   int start_delay_ms = 60;     // target before any jitter was measured
   int capacity_packets = 128;  // packet slots, preallocated
@@ -78,6 +78,10 @@ struct JitterBufferStats {
   double buffered_ms = 0.0;  // media held: unplayed decoded audio plus buffered packets
   std::uint32_t buffered_packets = 0;
   double loss_rate = 0.0;  // recent fraction of frames missing at playout
+  // RTP timestamp of the media at the start of the last pulled frame (NetEq's playout
+  // timestamp); valid when has_playout_timestamp. Filler while waiting keeps it still.
+  std::uint32_t playout_timestamp = 0;
+  bool has_playout_timestamp = false;
 };
 
 class JitterBuffer {
@@ -144,6 +148,7 @@ class JitterBuffer {
   void add_to_histogram(double delay_ms);
   double base_line_ms() const;
   double playout_delay_ms(std::int64_t now_ns) const;
+  std::int64_t head_timestamp() const;  // unwrapped media timestamp at the head
   void note_frame(bool missing);
 
   // ---- playout ----
@@ -214,8 +219,12 @@ class JitterBuffer {
 
   // Playout.
   State state_ = State::Idle;
-  bool have_timeline_ = false;  // expected_ts_ is meaningful (late packets are detected)
-  double last_delay_ms_ = 0.0;  // playout_delay_ms at the last pull
+  bool have_timeline_ = false;      // expected_ts_ is meaningful (late packets are detected)
+  std::int64_t last_head_ts_ = 0;   // unwrapped playout timestamp at the last pull
+  std::int64_t play_start_ts_ = 0;  // timestamp playout (re)started at
+  bool have_phase_ = false;
+  double align_phase_ms_ = 0.0;  // delays congruent to this (mod a frame) align with the pulls
+  double last_delay_ms_ = 0.0;   // playout_delay_ms at the last pull
   bool have_clock_ = false;
   std::int64_t clock_ns_ = 0;          // smoothed time of the current pull
   std::int64_t expected_ts_ = 0;       // media timestamp right after the last decoded audio

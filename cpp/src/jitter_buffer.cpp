@@ -35,7 +35,7 @@ constexpr double kStretchMarginMs = 5.0;
 constexpr double kStretchMarginFraction = 0.2;
 constexpr double kStretchLowMarginMs = 2.0;
 // Above this excess, up to three periods are cut per decoded packet.
-constexpr double kFastAccelerateMs = 60.0;
+constexpr double kFastAccelerateMs = 20.0;
 // A sequence number this far from the highest seen starts a new stream.
 constexpr std::int64_t kMaxSeqJump = 1000;
 // The playout clock follows now_ns with this time constant (in pulls), and jumps to it when

@@ -35,7 +35,7 @@ class TimeStretcher {
                      std::size_t max_add);
 
   // Correlation a period must reach to be cut or repeated in non-quiet audio.
-  static constexpr float kMinCorrelation = 0.8f;
+  static constexpr float kMinCorrelation = 0.9f;
 
  private:
   // Best lag in [min_period_, max_lag] at which the signal around the head repeats. Writes its

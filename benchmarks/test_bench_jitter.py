@@ -86,6 +86,26 @@ def test_pull_p99_under_loss_and_jitter(benchmark, packets: list[bytes]) -> None
     assert c99 <= 50.0, f"pull p99 {c99:.1f} us of CPU exceeds the 50 us target"
 
 
+def test_bare_opus_decode_per_frame(benchmark, packets: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+    """The floor under pull(): one libopus decode through rtvoice.OpusDecoder, same packets."""
+    dec = rtvoice.OpusDecoder(RATE, 1)
+
+    def timed() -> list[int]:
+        cpu = []
+        for p in packets[:ROUNDS]:
+            c0 = time.thread_time_ns()
+            dec.decode(p)
+            cpu.append(time.thread_time_ns() - c0)
+        return cpu
+
+    cpu = benchmark.pedantic(timed, rounds=1, iterations=1)
+    c50, c99, cmax = percentiles_us(cpu, 1e-3)
+    print(
+        f"\nrtvoice.OpusDecoder.decode per packet, thread CPU time: "
+        f"p50 {c50:.1f} us, p99 {c99:.1f} us, max {cmax:.1f} us"
+    )
+
+
 def test_aiortc_receive_path_per_frame(benchmark, packets: list[bytes]) -> None:  # type: ignore[no-untyped-def]
     from aiortc.codecs.opus import OpusDecoder
     from aiortc.jitterbuffer import JitterBuffer

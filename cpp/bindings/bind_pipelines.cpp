@@ -243,9 +243,11 @@ class PyPlayoutDriver : PyDriverBase<PlayoutDriver> {
     const std::size_t n = std::min(frames, ring.available_frames());
     py::array_t<float> out = new_audio<float>(n, static_cast<int>(ring.channels()));
     float* dst = out.mutable_data();
-    py::gil_scoped_release nogil;
-    ring.read(dst, n);
-    return out;
+    {
+      py::gil_scoped_release nogil;
+      ring.read(dst, n);
+    }
+    return out;  // with the GIL held: returning copies a Python reference
   }
 
   std::size_t available() { return driver_.output().available_frames(); }

@@ -54,7 +54,10 @@ def frame_id(pcm: npt.NDArray[np.float32], min_run: int = 64) -> list[int]:
     for i in range(1, len(values) + 1):
         if i == len(values) or values[i] != values[start]:
             v = int(values[start])
-            whole = i - start >= min_run or i == len(values) or start == 0
+            # A run cut by the frame edge is a frame continuing across pulls, unless it is only a
+            # few samples long: then it is a ramp (e.g. a fade in from silence) passing a level.
+            edge = (i == len(values) or start == 0) and i - start >= 8
+            whole = i - start >= min_run or edge
             if v >= 0 and whole and (not ids or ids[-1] != v):
                 ids.append(v)
             start = i

@@ -1,10 +1,9 @@
 # Type stubs of the native module rtvoice._core; mypy.stubtest checks them against the module.
 
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, Self, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from typing_extensions import Self
 
 __version__: str
 

@@ -21,11 +21,10 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import aiohttp
 from aiohttp import web
-from typing_extensions import Self
 
 from rtvoice import errors
 from rtvoice.errors import redact
@@ -230,7 +229,7 @@ async def create_client_secret(
                         request_id=resp.headers.get("x-request-id"),
                         context="minting an ephemeral key",
                     )
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise errors.TimeoutError(
                 f"minting an ephemeral key at {url} timed out after {timeout_s} s"
             ) from None

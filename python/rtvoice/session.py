@@ -22,11 +22,10 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
-from typing_extensions import Self
 
 from rtvoice import auth, errors, events
 from rtvoice.audio.engine import Downlink, DownlinkStats, PlayoutThread, Uplink, UplinkStats

@@ -455,7 +455,7 @@ class Call:
                 ):
                     return ev
             if time.monotonic() > deadline:
-                raise asyncio.TimeoutError(f"no {type_} sent within {timeout} s")
+                raise TimeoutError(f"no {type_} sent within {timeout} s")
             await asyncio.sleep(0.01)
 
     def _notify(self, ev: dict[str, Any]) -> None:

@@ -12,13 +12,12 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from typing_extensions import Self
 
 from rtvoice.errors import redact
 from rtvoice.events import session_beta_to_ga, session_ga_to_beta

@@ -447,7 +447,7 @@ class WebRTCTransport:
                 location = resp.headers.get("Location")
                 content_type = resp.headers.get("Content-Type", "")
                 request_id = resp.headers.get("x-request-id")
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise errors.TimeoutError(
                 f"POST {path} timed out after {self._http_timeout_s:g} s"
             ) from exc
@@ -515,7 +515,7 @@ class WebRTCTransport:
                     await resp.read()
                     if resp.status >= 400:
                         logger.info("hangup of %s returned %d", self.call_id, resp.status)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 logger.info("hangup of %s failed: %s", self.call_id, errors.redact(str(exc)))
         if self._pending is not None:
             self._pending.failure = self._pending.failure or "closed"

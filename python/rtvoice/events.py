@@ -6,13 +6,15 @@ Receiving: :meth:`EventCodec.decode` turns one data-channel or WebSocket message
 library sees GA only. The events the library acts on come back as small typed subclasses
 (:class:`ErrorEvent`, :class:`ResponseDone`, :class:`SpeechStarted`, ...); every other event is a
 plain :class:`ServerEvent` whose ``data`` is the message as received. A message that is not a JSON
-object becomes a :class:`MalformedEvent` (type ``rtvoice.malformed_event``) and is counted; it never
+object, is nested too deeply to decode, or is larger than ``max_event_bytes`` (4 MiB by default)
+becomes a :class:`MalformedEvent` (type ``rtvoice.malformed_event``) and is counted; it never
 raises.
 
 Sending: the builders below return GA client events as dicts. :meth:`EventCodec.encode` assigns
 an ``event_id`` when there is none, remembers the event so that a later ``error`` whose
 ``error.event_id`` names it can be matched (:attr:`ErrorEvent.client_event`), converts it to the
-beta shape when ``api_version="beta"``, and serializes it.
+beta shape when ``api_version="beta"``, and serializes it. A client event holding NaN or an
+infinity (which JSON cannot carry) is refused with ``ValueError`` naming the field.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rtvoice import _checks
 from rtvoice.errors import ServerEventError, error_from_event
 
 __all__ = [
     "BETA_TO_GA_SERVER_EVENTS",
     "CLIENT_EVENT_TYPES",
+    "DEFAULT_MAX_EVENT_BYTES",
     "GA_SERVER_EVENT_TYPES",
     "MALFORMED_EVENT",
     "ApiVersion",
@@ -69,6 +73,9 @@ __all__ = [
 ApiVersion = Literal["ga", "beta"]
 
 MALFORMED_EVENT = "rtvoice.malformed_event"
+# A bound on one server message. The largest real events (session objects with many tools, audio
+# deltas) stay far below it; aiohttp's WebSocket default max_msg_size is the same 4 MiB.
+DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 CLIENT_EVENT_TYPES: frozenset[str] = frozenset(
     {
@@ -182,7 +189,8 @@ class ServerEvent:
 
 @dataclass(frozen=True, slots=True)
 class MalformedEvent(ServerEvent):
-    """A message that was not a JSON object with a string ``type``. ``raw`` is truncated to 200
+    """A message that was not a JSON object with a string ``type``, was nested too deeply to
+    decode, or exceeded ``max_event_bytes``. ``reason`` says which; ``raw`` is truncated to 200
     characters."""
 
     reason: str = ""
@@ -393,15 +401,63 @@ def _typed(data: dict[str, Any], beta_type: str | None) -> ServerEvent:
     return ServerEvent(**base)
 
 
+_RAW_CHARS = 200
+
+
 def _malformed(raw: str | bytes, reason: str) -> MalformedEvent:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
-    text = text[:200]
+    # Slice before decoding: an oversized message is never copied whole.
+    if isinstance(raw, (bytes, bytearray)):
+        text = bytes(raw[: 4 * _RAW_CHARS]).decode("utf-8", "replace")[:_RAW_CHARS]
+    else:
+        text = str(raw)[:_RAW_CHARS]
     data = {"type": MALFORMED_EVENT, "reason": reason, "raw": text}
     return MalformedEvent(type=MALFORMED_EVENT, event_id=None, data=data, reason=reason, raw=text)
 
 
-def parse_server_event(raw: str | bytes | Mapping[str, Any]) -> ServerEvent:
-    """Decode one server message without any codec state (no error matching, no counting)."""
+def _check_max_event_bytes(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"max_event_bytes must be an int number of bytes, got {type(value).__name__}"
+        )
+    if value < 1:
+        raise ValueError(f"max_event_bytes must be >= 1, got {value}")
+    return value
+
+
+def _oversize(raw: str | bytes, limit: int) -> int | None:
+    """The size in bytes (a lower bound for a long str) when ``raw`` exceeds ``limit``."""
+    if isinstance(raw, str):
+        if len(raw) * 4 <= limit:  # UTF-8 takes at most 4 bytes per character
+            return None
+        size = len(raw) if len(raw) > limit else len(raw.encode("utf-8", "surrogatepass"))
+    else:
+        size = len(raw)
+    return size if size > limit else None
+
+
+def parse_server_event(
+    raw: str | bytes | Mapping[str, Any], *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> ServerEvent:
+    """Decode one server message without any codec state (no error matching, no counting).
+
+    Never raises for bad input: a message larger than ``max_event_bytes`` is not parsed, and one
+    nested too deeply for the decoder is reported instead of raising ``RecursionError``.
+    """
+    if not isinstance(raw, Mapping):
+        size = _oversize(raw, max_event_bytes)
+        if size is not None:
+            return _malformed(
+                raw, f"event of at least {size} bytes exceeds max_event_bytes={max_event_bytes}"
+            )
+    try:
+        return _parse(raw)
+    except RecursionError:
+        return _malformed(
+            raw if not isinstance(raw, Mapping) else "", "nested too deeply to decode"
+        )
+
+
+def _parse(raw: str | bytes | Mapping[str, Any]) -> ServerEvent:
     if isinstance(raw, Mapping):
         data: Any = dict(raw)
     else:
@@ -437,15 +493,24 @@ class EventCodec:
     """Per-connection encoder/decoder. Not thread-safe: use it from the event loop only.
 
     ``remember`` bounds how many sent events are kept for error matching (oldest dropped first).
+    ``max_event_bytes`` bounds one received message; a larger one is counted as malformed and not
+    parsed. ``sent_count`` counts the events the caller reported sent with :meth:`note_sent`.
     """
 
-    def __init__(self, api_version: ApiVersion = "ga", *, remember: int = 512) -> None:
+    def __init__(
+        self,
+        api_version: ApiVersion = "ga",
+        *,
+        remember: int = 512,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
         if api_version not in ("ga", "beta"):
             raise ValueError(f"api_version must be 'ga' or 'beta', got {api_version!r}")
         if remember < 1:
             raise ValueError(f"remember must be >= 1, got {remember}")
         self.api_version: ApiVersion = api_version
         self._remember = remember
+        self.max_event_bytes = _check_max_event_bytes(max_event_bytes)
         self._sent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.malformed_count = 0
         self.received_count = 0
@@ -453,7 +518,10 @@ class EventCodec:
 
     def prepare(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """Return the wire form of a GA client ``event`` (a copy) with an ``event_id`` and, for
-        ``api_version="beta"``, the beta shape; remember it for error matching."""
+        ``api_version="beta"``, the beta shape; remember it for error matching.
+
+        Raises ``ValueError`` when a number in the event is NaN or infinite (JSON has neither).
+        Does not count the event as sent: call :meth:`note_sent` once the transport took it."""
         if not isinstance(event, Mapping):
             raise TypeError(f"event must be a mapping, got {type(event).__name__}")
         t = event.get("type")
@@ -465,18 +533,22 @@ class EventCodec:
             out["event_id"] = eid = new_event_id()
         elif not isinstance(eid, str) or not eid:
             raise ValueError("event_id must be a non-empty string")
+        _refuse_non_finite(out, t)
         if self.api_version == "beta":
             out = to_beta(out)
         self._sent[eid] = out
         self._sent.move_to_end(eid)
         while len(self._sent) > self._remember:
             self._sent.popitem(last=False)
-        self.sent_count += 1
         return out
 
+    def note_sent(self) -> None:
+        """Count one prepared event as sent; call it after the transport's send succeeded."""
+        self.sent_count += 1
+
     def encode(self, event: Mapping[str, Any]) -> str:
-        """:meth:`prepare` then JSON-serialize (compact separators)."""
-        return json.dumps(self.prepare(event), separators=(",", ":"))
+        """:meth:`prepare` then JSON-serialize (compact separators). Not counted as sent either."""
+        return json.dumps(self.prepare(event), separators=(",", ":"), allow_nan=False)
 
     def sent_event(self, event_id: str) -> dict[str, Any] | None:
         return self._sent.get(event_id)
@@ -484,7 +556,7 @@ class EventCodec:
     def decode(self, raw: str | bytes) -> ServerEvent:
         """Decode one message. Never raises for bad input: see :class:`MalformedEvent`."""
         self.received_count += 1
-        ev = parse_server_event(raw)
+        ev = parse_server_event(raw, max_event_bytes=self.max_event_bytes)
         if isinstance(ev, MalformedEvent):
             self.malformed_count += 1
             return ev
@@ -493,6 +565,23 @@ class EventCodec:
             if sent is not None:
                 object.__setattr__(ev, "client_event", sent)
         return ev
+
+
+def _refuse_non_finite(event: Mapping[str, Any], event_type: str) -> None:
+    # Iterative, so that a deeply nested event cannot raise RecursionError here.
+    stack: list[tuple[Any, str]] = [(event, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(
+                    f"{event_type} field {path} is {value}: JSON has no NaN or infinity, "
+                    "pass a finite number"
+                )
+        elif isinstance(value, Mapping):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
 
 
 # --------------------------------------------------------------------------------------------
@@ -663,7 +752,9 @@ def session_update(session: Mapping[str, Any] | None = None, **fields: Any) -> d
     """``session.update``. ``session`` and ``fields`` are merged (fields win); ``type`` defaults
     to ``"realtime"``. Convenience keywords ``voice``, ``input_format``/``output_format``,
     ``turn_detection``, ``transcription`` and ``speed`` are placed under ``audio``."""
-    s: dict[str, Any] = copy.deepcopy(dict(session)) if session else {}
+    s: dict[str, Any] = (
+        copy.deepcopy(dict(_checks.mapping(session, "session"))) if session is not None else {}
+    )
     audio_in = {
         "input_format": "format",
         "turn_detection": "turn_detection",

@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 gates=("$@")
-[ "${#gates[@]}" -eq 0 ] && gates=(lint typecheck asan tsan fuzz wheel)
+[ "${#gates[@]}" -eq 0 ] && gates=(lint typecheck asan tsan fuzz wheel pythons)
 bash scripts/gates/setup.sh || exit 1
 
 summary=()

@@ -17,8 +17,9 @@ the ``with`` block's context (including tasks it starts) is affected; other peer
 the process keep aioice's normal behaviour. The hook is installed into ``aioice.ice`` on first use
 and delegates to the original function outside the scope.
 
-Supported versions are pinned in ``SUPPORTED``; :func:`check_supported` raises on others, and
-tests/unit/test_loopback.py fails if an upgrade changes the internals this relies on.
+Supported versions are pinned in :data:`rtvoice.rtc.compat.SUPPORTED` (re-exported here);
+:func:`check_supported` raises on others, and tests/unit/test_loopback.py and test_compat.py fail
+if an upgrade changes the internals this relies on.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib import metadata
 from typing import Any
 from urllib.parse import urlsplit
+
+from rtvoice.rtc import compat
+from rtvoice.rtc.compat import SUPPORTED, CompatError
+from rtvoice.rtc.compat import version_tuple as _version_tuple  # noqa: F401 (older name)
 
 __all__ = [
     "SUPPORTED",
@@ -48,12 +52,6 @@ __all__ = [
     "sdp_candidate_addresses",
 ]
 
-# Package -> (lowest supported version inclusive, first unsupported version), as in pyproject.toml.
-SUPPORTED: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "aiortc": ((1, 16), (1, 17)),
-    "aioice": ((0, 13), (0, 14)),
-}
-
 _LOOPBACK_V4 = "127.0.0.1"
 _active: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "rtvoice_loopback_only", default=False
@@ -62,45 +60,19 @@ _install_lock = threading.Lock()
 _original: Callable[..., list[str]] | None = None
 
 
-class LoopbackError(RuntimeError):
+class LoopbackError(CompatError):
     """The installed aiortc/aioice cannot be restricted to loopback, or a description carries a
     candidate that is not on loopback."""
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in text.split("."):
-        m = re.match(r"\d+", piece)
-        if not m:
-            break
-        parts.append(int(m.group(0)))
-    return tuple(parts)
-
-
 def check_supported() -> None:
-    """Raise :class:`LoopbackError` unless the installed aiortc and aioice are supported and
-    ``aioice.ice.get_host_addresses`` still exists with the expected signature."""
-    for package, (low, high) in SUPPORTED.items():
-        try:
-            version = metadata.version(package)
-        except metadata.PackageNotFoundError as exc:
-            raise LoopbackError(f"{package} is not installed") from exc
-        v = _version_tuple(version)
-        if not (low <= v < high):
-            raise LoopbackError(
-                f"{package} {version} is not supported by rtvoice.rtc.loopback "
-                f"(supported: >={'.'.join(map(str, low))},<{'.'.join(map(str, high))})"
-            )
-    import inspect
-
-    import aioice.ice
-
-    fn = getattr(aioice.ice, "get_host_addresses", None)
-    if fn is None or not callable(fn):
-        raise LoopbackError("aioice.ice.get_host_addresses is gone: loopback gathering unsupported")
-    params = list(inspect.signature(_original or fn).parameters)
-    if params != ["use_ipv4", "use_ipv6"]:
-        raise LoopbackError(f"aioice.ice.get_host_addresses has an unexpected signature: {params}")
+    """Raise :class:`LoopbackError` unless the installed aiortc and aioice are supported and the
+    internals rtvoice.rtc relies on (``aioice.ice.get_host_addresses`` among them) are where it
+    expects (:func:`rtvoice.rtc.compat.check_supported`)."""
+    try:
+        compat.check_supported()
+    except CompatError as exc:
+        raise LoopbackError(str(exc)) from exc
 
 
 def _hooked_get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:

@@ -146,6 +146,7 @@ py::dict stats_dict(const JitterBufferStats& s) {
   d["samples_played"] = s.samples_played;
   d["concealed_samples"] = s.concealed_samples;
   d["concealment_events"] = s.concealment_events;
+  d["tail_concealed_samples"] = s.tail_concealed_samples;
   d["fec_recovered_frames"] = s.fec_recovered_frames;
   d["fec_recovered_samples"] = s.fec_recovered_samples;
   d["comfort_noise_samples"] = s.comfort_noise_samples;
@@ -182,6 +183,7 @@ void init_jitter(py::module_& m) {
       .def_readonly("samples_played", &JitterBufferStats::samples_played)
       .def_readonly("concealed_samples", &JitterBufferStats::concealed_samples)
       .def_readonly("concealment_events", &JitterBufferStats::concealment_events)
+      .def_readonly("tail_concealed_samples", &JitterBufferStats::tail_concealed_samples)
       .def_readonly("fec_recovered_frames", &JitterBufferStats::fec_recovered_frames)
       .def_readonly("fec_recovered_samples", &JitterBufferStats::fec_recovered_samples)
       .def_readonly("comfort_noise_samples", &JitterBufferStats::comfort_noise_samples)

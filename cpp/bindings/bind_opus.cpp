@@ -102,18 +102,6 @@ class Packet {
   std::size_t bytes_ = 0;
 };
 
-// True when no value is NaN or infinite: an exponent of all ones marks both. Integer OR over
-// the bit patterns vectorises, unlike a float reduction.
-bool all_finite(const float* data, std::size_t count) {
-  std::uint32_t special = 0;
-  for (std::size_t i = 0; i < count; ++i) {
-    std::uint32_t bits;
-    std::memcpy(&bits, data + i, sizeof bits);
-    special |= static_cast<std::uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
-  }
-  return special == 0;
-}
-
 class PyOpusEncoder {
  public:
   PyOpusEncoder(int sample_rate, int channels, const std::string& application, int bitrate,
@@ -133,23 +121,18 @@ class PyOpusEncoder {
                             std::to_string(frames));
     }
     const int n = static_cast<int>(frames);
-    const std::size_t values = frames * static_cast<std::size_t>(enc_.channels());
     const void* src = frame.data();
     std::uint8_t* dst = out_.get();
     int written = 0;
-    bool finite = true;
     {
       py::gil_scoped_release nogil;
+      // Non-finite float samples are coded as 0 and counted by the core (sanitize.hpp).
       if (type == SampleType::Float32) {
-        finite = all_finite(static_cast<const float*>(src), values);
-        if (finite)
-          written = enc_.encode(static_cast<const float*>(src), n, dst, kOpusMaxPacketBytes);
+        written = enc_.encode(static_cast<const float*>(src), n, dst, kOpusMaxPacketBytes);
       } else {
         written = enc_.encode(static_cast<const std::int16_t*>(src), n, dst, kOpusMaxPacketBytes);
       }
     }
-    // libopus would quietly code NaN/inf as silence; a broken upstream stage should be loud.
-    if (!finite) throw py::value_error("frame contains NaN or infinite samples");
     if (written < 0) throw OpusError(written, "opus_encode");
     return py::bytes(reinterpret_cast<const char*>(dst), static_cast<std::size_t>(written));
   }
@@ -183,6 +166,7 @@ class PyOpusEncoder {
   int lookahead() const { return enc_.lookahead_samples(); }
   std::uint32_t final_range() const { return enc_.final_range(); }
   bool in_dtx() const { return enc_.in_dtx(); }
+  std::uint64_t nonfinite_samples() const { return enc_.nonfinite_samples(); }
 
   std::string repr() const {
     const OpusEncoderConfig& c = enc_.config();
@@ -417,6 +401,8 @@ for the coded bandwidth (never in CELT-only mode or ``restricted_lowdelay``).
                              "Range coder state after the last encode.")
       .def_property_readonly("in_dtx", &PyOpusEncoder::in_dtx,
                              "Whether the last frame was coded as DTX silence.")
+      .def_property_readonly("nonfinite_samples", &PyOpusEncoder::nonfinite_samples,
+                             "Float samples coded as 0 because they were NaN or infinite.")
       .def_readonly_static("max_packet_bytes", &kOpusMaxPacketBytes)
       .def("__repr__", &PyOpusEncoder::repr);
 

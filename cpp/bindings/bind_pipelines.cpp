@@ -1,6 +1,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <tuple>
@@ -60,6 +61,40 @@ class PyUplink {
     uplink_.finish();
   }
 
+  std::optional<std::tuple<py::bytes, std::uint32_t, std::uint16_t>> pop_due(std::int64_t now_ns) {
+    ExclusiveUse guard(network_busy_, "Uplink.pop_due");
+    UplinkPacketInfo info;
+    bool got;
+    {
+      py::gil_scoped_release nogil;
+      got = uplink_.pop_due(now_ns, packet_.data(), packet_.size(), info);
+    }
+    if (!got) return std::nullopt;
+    return std::make_tuple(py::bytes(reinterpret_cast<const char*>(packet_.data()), info.bytes),
+                           info.timestamp, info.seq);
+  }
+
+  py::object next_due_ns() const {
+    const std::int64_t due = uplink_.next_due_ns();
+    if (due == std::numeric_limits<std::int64_t>::min()) return py::none();
+    return py::int_(due);
+  }
+
+  py::array take_input(std::size_t max_frames) {
+    ExclusiveUse guard(network_busy_, "Uplink.take_input");
+    const int ch = uplink_.config().channels;
+    const std::size_t n = std::min(max_frames, uplink_.pending_input_frames());
+    py::array_t<float> out = new_audio<float>(n, ch);
+    float* dst = out.mutable_data();
+    std::size_t got;
+    {
+      py::gil_scoped_release nogil;
+      got = uplink_.take_input(dst, n);
+    }
+    (void)got;  // this thread is the only consumer: all n frames were there
+    return out;
+  }
+
   void set_packet_loss_perc(int percent) {
     ExclusiveUse guard(network_busy_, "Uplink.set_packet_loss_perc");
     uplink_.set_packet_loss_perc(percent);
@@ -85,6 +120,11 @@ class PyUplink {
     d["packets"] = s.packets;
     d["payload_bytes"] = s.payload_bytes;
     d["encode_errors"] = s.encode_errors;
+    d["nonfinite_samples"] = s.nonfinite_samples;
+    d["input_frames_sent"] = s.input_frames_sent;
+    d["padded_frames"] = s.padded_frames;
+    d["silent_frames"] = s.silent_frames;
+    d["clock_resets"] = s.clock_resets;
     d["pending_input_frames"] = uplink_.pending_input_frames();
     return d;
   }
@@ -326,7 +366,7 @@ thread; ``stats`` to any thread.
       .def(py::init([](int input_rate, int channels, const std::string& mode, int frame_ms,
                        int bitrate, int complexity, bool fec, int packet_loss_perc, bool dtx,
                        int ring_ms, std::uint32_t initial_timestamp, std::uint16_t initial_seq,
-                       int notify_fd) {
+                       int notify_fd, int partial_wait_ms, int max_lag_ms) {
              UplinkConfig c;
              c.input_rate_hz = input_rate;
              c.channels = channels;
@@ -341,13 +381,16 @@ thread; ``stats`` to any thread.
              c.initial_timestamp = initial_timestamp;
              c.initial_seq = initial_seq;
              c.notify_fd = notify_fd;
+             c.partial_wait_ms = partial_wait_ms;
+             c.max_lag_ms = max_lag_ms;
              return std::make_unique<PyUplink>(c);
            }),
            py::arg("input_rate"), py::arg("channels") = 1, py::arg("mode") = "opus", py::kw_only(),
            py::arg("frame_ms") = 20, py::arg("bitrate") = 32000, py::arg("complexity") = 9,
            py::arg("fec") = true, py::arg("packet_loss_perc") = 10, py::arg("dtx") = false,
            py::arg("ring_ms") = 2000, py::arg("initial_timestamp") = 0, py::arg("initial_seq") = 0,
-           py::arg("notify_fd") = -1)
+           py::arg("notify_fd") = -1, py::arg("partial_wait_ms") = UplinkConfig{}.partial_wait_ms,
+           py::arg("max_lag_ms") = UplinkConfig{}.max_lag_ms)
       .def("push", &PyUplink::push, py::arg("pcm"),
            "Capture thread: queues float32 or int16 frames at the input rate; returns the "
            "frames accepted (the rest are dropped and counted).")
@@ -355,6 +398,14 @@ thread; ``stats`` to any thread.
            "Network thread: (payload, rtp_timestamp, seq) of the next frame, or None.")
       .def("finish", &PyUplink::finish,
            "Network thread: pads the last partial frame with silence so it can be popped.")
+      .def("pop_due", &PyUplink::pop_due, py::arg("now_ns"),
+           "Network thread, on the sample clock: (payload, rtp_timestamp, seq) when a packet is "
+           "due at now_ns (input, input padded with silence, or silence), else None.")
+      .def_property_readonly("next_due_ns", &PyUplink::next_due_ns,
+                             "When the next pop_due() packet is due (monotonic ns), or None "
+                             "before the first call.")
+      .def("take_input", &PyUplink::take_input, py::arg("max_frames"),
+           "Network thread: removes and returns up to max_frames of input still waiting.")
       .def("set_packet_loss_perc", &PyUplink::set_packet_loss_perc, py::arg("percent"))
       .def("set_bitrate", &PyUplink::set_bitrate, py::arg("bps"))
       .def("set_fec", &PyUplink::set_fec, py::arg("enabled"))

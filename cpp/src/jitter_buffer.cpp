@@ -545,7 +545,7 @@ void JitterBuffer::produce(std::int64_t now_ns) {
     // without advancing the media timeline while the delay may still grow, so a late packet
     // still plays; the filler is matched against the gap once the next packet shows.
     const bool hold = playout_delay_ms(now_ns) + config_.frame_ms <= config_.max_delay_ms;
-    conceal(frame_samples_, !hold, comfort_);
+    conceal(frame_samples_, !hold, comfort_, true);
     if (hold) held_samples_ += frame_samples_;
     dry_samples_ += frame_samples_;
     if (!comfort_ &&
@@ -555,9 +555,11 @@ void JitterBuffer::produce(std::int64_t now_ns) {
       state_ = State::Idle;
       held_samples_ = 0;
       concealing_ = false;
+      settle_tail(false);
     }
     return;
   }
+  settle_tail(true);
 
   Slot& slot = slots_[static_cast<std::size_t>(index)];
   std::int64_t gap = slot.ts - expected_ts_;
@@ -637,7 +639,19 @@ void JitterBuffer::decode_slot(int index, std::int64_t now_ns) {
   stretch(now_ns, dtx);
 }
 
-void JitterBuffer::conceal(int samples, bool advance, bool comfort) {
+void JitterBuffer::settle_tail(bool stream_went_on) {
+  if (dry_concealed_ == 0) return;
+  if (stream_went_on) {
+    stats_.concealed_samples += dry_concealed_;
+    if (dry_event_) ++stats_.concealment_events;
+  } else {
+    stats_.tail_concealed_samples += dry_concealed_;
+  }
+  dry_concealed_ = 0;
+  dry_event_ = false;
+}
+
+void JitterBuffer::conceal(int samples, bool advance, bool comfort, bool dry) {
   const std::size_t room = sync_capacity_ - end_;
   const int n = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(samples), room));
   if (n <= 0) return;
@@ -650,8 +664,13 @@ void JitterBuffer::conceal(int samples, bool advance, bool comfort) {
     stats_.comfort_noise_samples += static_cast<std::uint64_t>(n);
     raise(action_, PlayoutAction::ComfortNoise);
   } else {
-    stats_.concealed_samples += static_cast<std::uint64_t>(n);
-    if (!concealing_) ++stats_.concealment_events;
+    if (dry) {
+      dry_concealed_ += static_cast<std::uint64_t>(n);
+      if (!concealing_) dry_event_ = true;
+    } else {
+      stats_.concealed_samples += static_cast<std::uint64_t>(n);
+      if (!concealing_) ++stats_.concealment_events;
+    }
     concealing_ = true;
     note_frame(true);
     raise(action_, PlayoutAction::Conceal);
@@ -736,6 +755,7 @@ void JitterBuffer::compact() {
 }
 
 void JitterBuffer::flush() {
+  settle_tail(false);  // cut off: what was concealed since the last packet was its tail
   clear_packets();
   end_ = head_;
   held_samples_ = 0;

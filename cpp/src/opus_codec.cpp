@@ -1,5 +1,7 @@
 #include "rtvoice/opus_codec.hpp"
 
+#include "rtvoice/sanitize.hpp"
+
 #include <opus.h>
 
 #include <cstdio>
@@ -104,6 +106,7 @@ OpusEncoder::OpusEncoder(const OpusEncoderConfig& config) : config_(config) {
   ctl_or_throw(opus_encoder_ctl(st_.get(), OPUS_SET_PACKET_LOSS_PERC(config.packet_loss_perc)),
                "OPUS_SET_PACKET_LOSS_PERC");
   ctl_or_throw(opus_encoder_ctl(st_.get(), OPUS_SET_DTX(config.dtx ? 1 : 0)), "OPUS_SET_DTX");
+  scratch_.resize(static_cast<std::size_t>(config.sample_rate_hz / 100 * 6 * config.channels));
 }
 
 OpusEncoder::~OpusEncoder() = default;
@@ -125,6 +128,12 @@ int OpusEncoder::encode(const float* pcm, int frame_samples, std::uint8_t* out, 
   if (!st_ || pcm == nullptr || out == nullptr) return OPUS_BAD_ARG;
   if (!frame_samples_valid(config_.sample_rate_hz, frame_samples)) return OPUS_BAD_ARG;
   if (out_capacity <= 0) return OPUS_BUFFER_TOO_SMALL;
+  const std::size_t values =
+      static_cast<std::size_t>(frame_samples) * static_cast<std::size_t>(config_.channels);
+  if (!all_finite(pcm, values)) {
+    nonfinite_samples_ += copy_finite(pcm, scratch_.data(), values);
+    pcm = scratch_.data();
+  }
   return opus_encode_float(st_.get(), pcm, frame_samples, out, out_capacity);
 }
 

@@ -5,11 +5,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 
 #include "rtvoice/audio_decoder.hpp"
+#include "rtvoice/sanitize.hpp"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -61,6 +63,14 @@ const UplinkConfig& validated(const UplinkConfig& config) {
   if (static_cast<long long>(config.input_rate_hz) * config.frame_ms % 1000 != 0) {
     throw std::invalid_argument("a frame is not a whole number of input samples");
   }
+  if (config.partial_wait_ms < 0 || config.partial_wait_ms > 1000) {
+    throw std::invalid_argument("partial_wait_ms must be between 0 and 1000, got " +
+                                std::to_string(config.partial_wait_ms));
+  }
+  if (config.max_lag_ms < config.frame_ms || config.max_lag_ms > 60000) {
+    throw std::invalid_argument("max_lag_ms must be between frame_ms and 60000, got " +
+                                std::to_string(config.max_lag_ms));
+  }
   return config;
 }
 
@@ -81,7 +91,8 @@ Uplink::Uplink(const UplinkConfig& config)
                  config.channels),
       framer_(config.mode == PipelineMode::Opus ? kOpusRtpClockHz : kPcmTransportRateHz,
               config.frame_ms, config.channels),
-      next_seq_(config.initial_seq) {
+      next_seq_(config.initial_seq),
+      next_due_ns_(std::numeric_limits<std::int64_t>::min()) {
   input_frame_ = static_cast<std::size_t>(static_cast<long long>(config.input_rate_hz) *
                                           config.frame_ms / 1000);
   const std::size_t ch = static_cast<std::size_t>(config.channels);
@@ -101,6 +112,7 @@ Uplink::Uplink(const UplinkConfig& config)
     packet_.resize(framer_.frame_frames() * ch * sizeof(std::int16_t));
   }
   convert_.resize(input_frame_ * ch);
+  sanitized_.resize(input_frame_ * ch);
   in_chunk_.resize(input_frame_ * ch);
   resampled_.resize((resampler_.output_frames(input_frame_) + resampler_.latency_frames() + 8) *
                     ch);
@@ -125,7 +137,25 @@ std::size_t Uplink::push_impl(const float* pcm, std::size_t frames) {
   return n;
 }
 
-std::size_t Uplink::push(const float* pcm, std::size_t frames) { return push_impl(pcm, frames); }
+std::size_t Uplink::push(const float* pcm, std::size_t frames) {
+  const std::size_t ch = static_cast<std::size_t>(config_.channels);
+  if (all_finite(pcm, frames * ch)) return push_impl(pcm, frames);
+  // Non-finite samples would spread through the resampler and the encoder: replace, count.
+  std::size_t done = 0;
+  while (done < frames) {
+    const std::size_t n = std::min(frames - done, input_frame_);
+    nonfinite_.fetch_add(copy_finite(pcm + done * ch, sanitized_.data(), n * ch),
+                         std::memory_order_relaxed);
+    const std::size_t written = push_impl(sanitized_.data(), n);
+    done += written;
+    if (written < n) {
+      // The ring is full: the rest of this call is dropped too (the ring counted n - written).
+      frames_refused_.fetch_add(frames - done - (n - written), std::memory_order_relaxed);
+      break;
+    }
+  }
+  return done;
+}
 
 std::size_t Uplink::push(const std::int16_t* pcm, std::size_t frames) {
   const std::size_t ch = static_cast<std::size_t>(config_.channels);
@@ -137,7 +167,10 @@ std::size_t Uplink::push(const std::int16_t* pcm, std::size_t frames) {
     }
     const std::size_t written = push_impl(convert_.data(), n);
     done += written;
-    if (written < n) break;
+    if (written < n) {
+      frames_refused_.fetch_add(frames - done - (n - written), std::memory_order_relaxed);
+      break;
+    }
   }
   return done;
 }
@@ -236,6 +269,48 @@ void Uplink::finish() {
   if (finish_stage_ == 0) finish_stage_ = 1;
 }
 
+bool Uplink::pop_due(std::int64_t now_ns, std::uint8_t* out, std::size_t capacity,
+                     UplinkPacketInfo& info) {
+  const std::int64_t frame_ns = static_cast<std::int64_t>(config_.frame_ms) * 1000000;
+  if (!clock_started_) {
+    clock_started_ = true;
+    clock_start_ns_ = now_ns;
+    due_index_ = 0;
+  }
+  std::int64_t due = clock_start_ns_ + static_cast<std::int64_t>(due_index_) * frame_ns;
+  if (now_ns < due) return false;
+  if (frames_count_ == 0 && ring_.available_frames() < input_frame_) {
+    const std::size_t ch = static_cast<std::size_t>(config_.channels);
+    const std::size_t avail = ring_.available_frames();
+    const std::int64_t late_ns = now_ns - due;
+    if (avail != 0 && late_ns < static_cast<std::int64_t>(config_.partial_wait_ms) * 1000000) {
+      return false;  // the producer is mid-frame: a short wait beats splitting speech with zeros
+    }
+    if (avail == 0 && late_ns > static_cast<std::int64_t>(config_.max_lag_ms) * 1000000) {
+      // Starved with nothing to send: bursting the missed silence would only add delay.
+      clock_start_ns_ = now_ns - static_cast<std::int64_t>(due_index_) * frame_ns;
+      clock_resets_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (avail != 0) ring_.read(in_chunk_.data(), avail);
+    std::fill(in_chunk_.begin() + static_cast<std::ptrdiff_t>(avail * ch), in_chunk_.end(), 0.0f);
+    feed(in_chunk_.data(), input_frame_, false);
+    (avail != 0 ? padded_frames_ : silent_frames_).fetch_add(1, std::memory_order_relaxed);
+  } else {
+    input_frames_sent_.fetch_add(1, std::memory_order_relaxed);
+  }
+  const bool got = pop_packet(out, capacity, info);
+  ++due_index_;
+  next_due_ns_.store(clock_start_ns_ + static_cast<std::int64_t>(due_index_) * frame_ns,
+                     std::memory_order_release);
+  return got;
+}
+
+std::size_t Uplink::take_input(float* out, std::size_t max_frames) {
+  const std::size_t n = std::min(max_frames, ring_.available_frames());
+  if (n != 0) ring_.read(out, n);
+  return n;
+}
+
 void Uplink::set_packet_loss_perc(int percent) {
   if (encoder_) encoder_->set_packet_loss_perc(percent);
 }
@@ -252,10 +327,15 @@ void Uplink::set_dtx(bool enabled) {
 UplinkStats Uplink::stats() const {
   UplinkStats s;
   s.frames_pushed = frames_pushed_.load(std::memory_order_relaxed);
-  s.frames_dropped = ring_.overrun_frames();
+  s.frames_dropped = ring_.overrun_frames() + frames_refused_.load(std::memory_order_relaxed);
   s.packets = packets_.load(std::memory_order_relaxed);
   s.payload_bytes = payload_bytes_.load(std::memory_order_relaxed);
   s.encode_errors = encode_errors_.load(std::memory_order_relaxed);
+  s.nonfinite_samples = nonfinite_.load(std::memory_order_relaxed);
+  s.input_frames_sent = input_frames_sent_.load(std::memory_order_relaxed);
+  s.padded_frames = padded_frames_.load(std::memory_order_relaxed);
+  s.silent_frames = silent_frames_.load(std::memory_order_relaxed);
+  s.clock_resets = clock_resets_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -680,3 +680,28 @@ def test_random_impaired_streams_keep_exact_frames_and_counts(
     ids = p.played_ids()
     assert ids == sorted(ids)  # never played out of order
     assert p.longest_play() < 1.8  # never played twice
+
+
+def test_a_talkspurts_fade_out_is_not_counted_as_concealment() -> None:
+    jb = l16_buffer()
+    p = Player(jb, FRAME)
+    for k in range(50):
+        p.send(k, dc_frame(k % 20), k * 20 * MS + 5 * MS)
+    p.run(50 + 100)  # the stream stops after frame 49 and the buffer runs dry
+    stats = jb.stats
+    assert "conceal" in p.actions  # the fade-out was played as concealment ...
+    assert stats.tail_concealed_samples > 0  # ... and reported as the talkspurt's tail
+    assert stats.concealed_samples == 0 and stats.concealment_events == 0
+
+
+def test_concealment_while_dry_counts_once_the_stream_goes_on() -> None:
+    jb = l16_buffer()
+    p = Player(jb, FRAME)
+    for k in range(60):
+        if k in (30, 31, 32):
+            continue  # lost: nothing buffered while they are due
+        p.send(k, dc_frame(k % 20), k * 20 * MS + 5 * MS)
+    p.run(40)
+    assert jb.stats.concealed_samples > 0  # confirmed when frame 33 showed up
+    assert jb.stats.concealment_events == 1
+    assert jb.stats.tail_concealed_samples == 0

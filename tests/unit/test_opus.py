@@ -497,18 +497,25 @@ def test_encode_rejects_bad_frames() -> None:
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
-def test_encode_rejects_non_finite_samples(value: float, speech_48k: FloatArray) -> None:
+def test_encode_codes_non_finite_samples_as_zero_and_counts_them(
+    value: float, speech_48k: FloatArray
+) -> None:
     enc, ref = OpusEncoder(), OpusEncoder()
     frame = speech_48k[4800:5760].copy()
+    zeroed = frame.copy()
     frame[500] = value
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        enc.encode(frame)
+    zeroed[500] = 0.0
+    assert enc.encode(frame) == ref.encode(zeroed)
+    assert enc.nonfinite_samples == 1 and ref.nonfinite_samples == 0
     stereo = np.zeros((960, 2), np.float32)
     stereo[959, 1] = value
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        OpusEncoder(channels=2).encode(stereo)
-    # Nothing was coded: the encoder's stream continues as if the frame had not been offered.
+    st = OpusEncoder(channels=2)
+    assert len(st.encode(stereo)) > 0
+    assert st.nonfinite_samples == 1
+    # The stream goes on exactly as if zeros had been offered.
     assert enc.encode(speech_48k[:960]) == ref.encode(speech_48k[:960])
+    # The caller's array is not modified.
+    assert not np.isfinite(frame[500])
 
 
 def test_decode_rejects_bad_arguments() -> None:

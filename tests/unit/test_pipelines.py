@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pytest
 from audio_fixtures import speech
 
+import rtvoice
 from rtvoice import CaptureDriver, Downlink, PlayoutDriver, Uplink
 
 FRAME_NS = 20_000_000
@@ -351,3 +352,116 @@ def test_capture_driver_feeds_the_uplink() -> None:
     assert driver.pending == 0
     assert len(encode_all(up)) == 10
     assert driver.silence_frames == 0
+
+
+# ------------------------------------------------------------------ the uplink's sample clock
+
+MS_NS = 1_000_000
+
+
+def test_pop_due_releases_packet_n_at_start_plus_n_frames() -> None:
+    up = Uplink(48000)
+    assert up.next_due_ns is None
+    t0 = 5_000 * MS_NS
+    up.push(speech(48000)[: 960 * 5])
+    got = []
+    for k in range(5):
+        due = t0 + k * 20 * MS_NS
+        if k:
+            assert up.pop_due(due - 1) is None  # not yet due
+        packet = up.pop_due(due)
+        assert packet is not None
+        got.append(packet)
+        assert up.next_due_ns == due + 20 * MS_NS
+    assert [ts for _, ts, _ in got] == [960 * k for k in range(5)]
+    assert [seq for _, _, seq in got] == list(range(5))
+    assert up.stats["input_frames_sent"] == 5 and up.stats["silent_frames"] == 0
+
+
+def test_pop_due_sends_silence_when_nothing_was_pushed() -> None:
+    up = Uplink(48000)
+    t0 = 10**9
+    packets = [up.pop_due(t0 + k * 20 * MS_NS) for k in range(10)]
+    assert all(p is not None for p in packets)
+    assert up.stats["silent_frames"] == 10 and up.stats["packets"] == 10
+    dec = rtvoice.OpusDecoder(48000, 1)
+    pcm = np.concatenate([dec.decode(p[0]) for p in packets if p is not None])
+    assert float(np.max(np.abs(pcm))) < 1e-3
+
+
+def test_pop_due_waits_for_a_partial_frame_then_pads_it() -> None:
+    up = Uplink(48000, partial_wait_ms=20)
+    t0 = 10**9
+    up.push(np.full(480, 0.25, np.float32))  # half a frame
+    assert up.pop_due(t0) is None  # waits for the rest
+    assert up.pop_due(t0 + 19 * MS_NS) is None
+    packet = up.pop_due(t0 + 20 * MS_NS)
+    assert packet is not None
+    assert up.stats["padded_frames"] == 1 and up.stats["silent_frames"] == 0
+    # The rest of the frame arriving in time makes a whole frame instead.
+    up.push(np.full(480, 0.25, np.float32))
+    assert up.pop_due(t0 + 25 * MS_NS) is None
+    up.push(np.full(480, 0.25, np.float32))
+    assert up.pop_due(t0 + 26 * MS_NS) is not None
+    assert up.stats["input_frames_sent"] == 1 and up.stats["padded_frames"] == 1
+
+
+def test_pop_due_reanchors_instead_of_bursting_silence_after_a_stall() -> None:
+    up = Uplink(48000, max_lag_ms=200)
+    t0 = 10**9
+    assert up.pop_due(t0) is not None
+    late = t0 + 1000 * MS_NS  # the sender was starved for a second
+    assert up.pop_due(late) is not None
+    assert up.stats["clock_resets"] == 1
+    assert up.pop_due(late) is None  # no burst of 49 silent packets
+    assert up.next_due_ns == late + 20 * MS_NS
+    # With input waiting, a late sender catches up instead (the input is real audio).
+    up.push(speech(48000)[: 960 * 4])
+    later = late + 200 * MS_NS
+    burst = 0
+    while up.pop_due(later) is not None:
+        burst += 1
+    assert burst >= 4 and up.stats["clock_resets"] == 1
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_is_replaced_counted_and_the_stream_goes_on(value: float) -> None:
+    up = Uplink(24000)
+    clean = speech(24000)[: 480 * 20].copy()
+    bad = clean.copy()
+    bad[[10, 2000, 7000]] = value
+    assert up.push(bad) == bad.size
+    ref = Uplink(24000)
+    zeroed = clean.copy()
+    zeroed[[10, 2000, 7000]] = 0.0
+    ref.push(zeroed)
+    t0 = 10**9
+    mine = [up.pop_due(t0 + k * 20 * MS_NS) for k in range(20)]
+    theirs = [ref.pop_due(t0 + k * 20 * MS_NS) for k in range(20)]
+    assert mine == theirs  # exactly as if the bad samples had been zeros
+    assert up.stats["nonfinite_samples"] == 3
+    assert up.stats["input_frames_sent"] == 20
+    # Later input still goes out.
+    up.push(clean[:480])
+    assert up.pop_due(t0 + 20 * 20 * MS_NS) is not None
+    assert up.stats["input_frames_sent"] == 21
+
+
+def test_full_ring_counts_every_refused_frame() -> None:
+    up = Uplink(48000, ring_ms=40)  # 2048 frames after rounding up to a power of two
+    pushed = up.push(np.zeros(48000, np.float32))
+    stats = up.stats
+    assert pushed < 48000
+    assert stats["frames_pushed"] == pushed
+    assert stats["frames_dropped"] == 48000 - pushed
+    pushed16 = up.push(np.zeros(9600, np.int16))
+    assert up.stats["frames_dropped"] == 48000 - pushed + 9600 - pushed16
+
+
+def test_take_input_hands_waiting_input_over() -> None:
+    up = Uplink(48000)
+    pcm = speech(48000)[:5000]
+    up.push(pcm)
+    taken = up.take_input(100000)
+    np.testing.assert_array_equal(taken.reshape(-1), pcm)
+    assert up.stats["pending_input_frames"] == 0

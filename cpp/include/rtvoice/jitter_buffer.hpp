@@ -64,8 +64,12 @@ struct JitterBufferStats {
   std::uint64_t decode_errors = 0;       // decoder refused a payload (concealed instead)
   std::uint64_t stream_resets = 0;       // sequence jumps taken as a new stream, and reset()
   std::uint64_t samples_played = 0;      // samples per channel output by pull
+  // Concealment of missing media: a gap the stream went on after. Concealment played while
+  // nothing was buffered is held back until the stream shows whether it goes on (then it counts
+  // here) or has ended (then it was the fade-out of a talkspurt: tail_concealed_samples).
   std::uint64_t concealed_samples = 0;
   std::uint64_t concealment_events = 0;
+  std::uint64_t tail_concealed_samples = 0;
   std::uint64_t fec_recovered_frames = 0;
   std::uint64_t fec_recovered_samples = 0;
   std::uint64_t comfort_noise_samples = 0;
@@ -155,7 +159,8 @@ class JitterBuffer {
   std::int64_t playout_clock(std::int64_t now_ns);
   void produce(std::int64_t now_ns);
   void decode_slot(int index, std::int64_t now_ns);
-  void conceal(int samples, bool advance, bool comfort);
+  void conceal(int samples, bool advance, bool comfort, bool dry = false);
+  void settle_tail(bool stream_went_on);
   void stretch(std::int64_t now_ns, bool comfort);
   void append_silence(int samples);
   void compact();
@@ -232,6 +237,8 @@ class JitterBuffer {
   std::int64_t first_arrival_ns_ = 0;  // of the oldest packet while Idle
   bool comfort_ = false;               // the last payload was DTX: silence is intended
   bool concealing_ = false;            // inside a concealment event
+  std::uint64_t dry_concealed_ = 0;    // concealed while nothing was buffered, not yet classified
+  bool dry_event_ = false;             // that concealment opened an event
   std::int64_t dry_samples_ = 0;       // consecutive filler samples while nothing was buffered
   PlayoutAction action_ = PlayoutAction::Silence;
 

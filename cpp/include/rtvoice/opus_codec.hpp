@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 #include <stdexcept>
 #include <string>
 
@@ -88,6 +89,7 @@ class OpusEncoder {
   // Encodes one frame of frame_samples samples per channel (10/20/40/60 ms, interleaved).
   // Returns the packet length in bytes written to out, or a negative libopus error code
   // (OPUS_BAD_ARG for a bad frame size or null pointer). Never throws, never allocates.
+  // Non-finite float samples are coded as 0 and counted (nonfinite_samples(); sanitize.hpp).
   int encode(const float* pcm, int frame_samples, std::uint8_t* out, int out_capacity);
   int encode(const std::int16_t* pcm, int frame_samples, std::uint8_t* out, int out_capacity);
 
@@ -114,6 +116,8 @@ class OpusEncoder {
   std::uint32_t final_range() const;
   // True when the last encoded frame was classified as silence under DTX (OPUS_GET_IN_DTX).
   bool in_dtx() const;
+  // Float samples replaced by 0 because they were NaN or infinite, since construction.
+  std::uint64_t nonfinite_samples() const { return nonfinite_samples_; }
 
  private:
   struct Deleter {
@@ -122,6 +126,8 @@ class OpusEncoder {
   void ctl_or_throw(int result, const char* what);
   std::unique_ptr<::OpusEncoder, Deleter> st_;
   OpusEncoderConfig config_;
+  std::vector<float> scratch_;  // one 60 ms frame: where non-finite input is replaced
+  std::uint64_t nonfinite_samples_ = 0;
 };
 
 class OpusDecoder {

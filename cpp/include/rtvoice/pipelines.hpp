@@ -53,6 +53,11 @@ struct UplinkConfig {
   std::uint32_t initial_timestamp = 0;
   std::uint16_t initial_seq = 0;
   int notify_fd = -1;  // if >= 0, an 8-byte 1 is written each time a frame of input is complete
+  // pop_due(): how long a frame that is partly here waits for the rest before it is padded with
+  // silence, and how far behind its clock the sender may fall with nothing to send before the
+  // clock is re-anchored instead of bursting silence.
+  int partial_wait_ms = 20;
+  int max_lag_ms = 200;
 };
 
 struct UplinkPacketInfo {
@@ -68,6 +73,11 @@ struct UplinkStats {
   std::uint64_t packets = 0;
   std::uint64_t payload_bytes = 0;
   std::uint64_t encode_errors = 0;
+  std::uint64_t nonfinite_samples = 0;  // NaN/inf input samples replaced by 0 (sanitize.hpp)
+  std::uint64_t input_frames_sent = 0;  // pop_due(): packets made of pushed input only
+  std::uint64_t padded_frames = 0;      // pop_due(): packets whose input ran short, padded
+  std::uint64_t silent_frames = 0;      // pop_due(): packets of silence (nothing was pushed)
+  std::uint64_t clock_resets = 0;       // pop_due(): the sender fell behind and re-anchored
 };
 
 class Uplink {
@@ -96,6 +106,19 @@ class Uplink {
   // Network thread. Pads the input waiting for a frame with silence so that the next
   // pop_packet() calls return it; for the end of a stream.
   void finish();
+
+  // Network thread: the sample clock of a live stream. Packet n is due at start + n * frame_ms,
+  // start being the now_ns of the first call. Returns false while the next packet is not due.
+  // A due packet is the next frame of input; when the input runs short it waits up to
+  // partial_wait_ms for the rest, then is padded with silence; with no input at all it is
+  // silence (a microphone never stops). So the caller only asks "is a packet due?".
+  bool pop_due(std::int64_t now_ns, std::uint8_t* out, std::size_t capacity,
+               UplinkPacketInfo& info);
+  // Any thread: when the next pop_due() packet is due, or INT64_MIN before the first call.
+  std::int64_t next_due_ns() const { return next_due_ns_.load(std::memory_order_acquire); }
+  // Network thread (the ring's consumer): moves up to max_frames of input that is still waiting
+  // in the capture ring to out, for handing it to another Uplink. Returns the frames moved.
+  std::size_t take_input(float* out, std::size_t max_frames);
 
   // Network thread (the encoder's owner): from measured loss, for example.
   void set_packet_loss_perc(int percent);
@@ -132,6 +155,18 @@ class Uplink {
   std::vector<std::uint8_t> packet_;
   std::uint16_t next_seq_;
   int finish_stage_ = 0;  // 1: drain the ring and the resampler, 2: pad the last frame
+  std::vector<float> sanitized_;  // capture thread: input with non-finite samples replaced
+  // pop_due() clock (network thread).
+  bool clock_started_ = false;
+  std::int64_t clock_start_ns_ = 0;
+  std::uint64_t due_index_ = 0;
+  std::atomic<std::int64_t> next_due_ns_;
+  std::atomic<std::uint64_t> nonfinite_{0};
+  std::atomic<std::uint64_t> frames_refused_{0};  // dropped after the ring filled mid-call
+  std::atomic<std::uint64_t> input_frames_sent_{0};
+  std::atomic<std::uint64_t> padded_frames_{0};
+  std::atomic<std::uint64_t> silent_frames_{0};
+  std::atomic<std::uint64_t> clock_resets_{0};
   std::atomic<std::uint64_t> packets_{0};
   std::atomic<std::uint64_t> payload_bytes_{0};
   std::atomic<std::uint64_t> encode_errors_{0};

@@ -9,12 +9,15 @@
 - :func:`token_handler` / :func:`add_token_route`: an aiohttp handler a web backend mounts so that
   browser or mobile clients obtain ephemeral keys without ever seeing the standard key.
 
-Secrets are wrapped in :class:`Secret` and never appear in reprs, logs or exception messages.
+Secrets are wrapped in :class:`Secret` and never appear in reprs, logs or exception messages:
+each Secret registers its value with :func:`rtvoice.errors.track_secret`, so that
+:func:`rtvoice.errors.redact` masks it whatever its prefix, e.g. when a server echoes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import os
@@ -27,7 +30,7 @@ import aiohttp
 from aiohttp import web
 
 from rtvoice import errors
-from rtvoice.errors import redact
+from rtvoice.errors import RedactingFilter, mask
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -42,6 +45,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("rtvoice.auth")
+logger.addFilter(RedactingFilter())
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MIN_TTL_S = 10
@@ -52,25 +56,30 @@ BETA_DEFAULT_TTL_S = 60
 
 
 class Secret:
-    """A string that does not show itself: ``repr``/``str`` give ``Secret('sk-p***')``."""
+    """A string that does not show itself: ``repr``/``str`` give ``Secret('sk-***wxyz')`` (see
+    :func:`rtvoice.errors.mask`), and while it lives :func:`rtvoice.errors.redact` masks its
+    value in any text, whatever the key's prefix."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("__weakref__", "_value")
 
     def __init__(self, value: str) -> None:
         if not isinstance(value, str) or not value:
             raise TypeError("a secret must be a non-empty str")
         self._value = value
+        errors.track_secret(self, value)
 
     def get_secret_value(self) -> str:
         return self._value
 
     def __repr__(self) -> str:
-        return f"Secret({redact(self._value)!r})" if len(self._value) > 4 else "Secret('***')"
+        return f"Secret({mask(self._value)!r})"
 
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        return isinstance(other, Secret) and hmac.compare_digest(
+            other._value.encode(), self._value.encode()
+        )
 
     def __hash__(self) -> int:
         return hash(self._value)
@@ -126,7 +135,7 @@ class EphemeralKey:
 
     def __repr__(self) -> str:
         return (
-            f"EphemeralKey({redact(self.value)!r}, expires_at={self.expires_at:.0f}, "
+            f"EphemeralKey({mask(self.value)!r}, expires_at={self.expires_at:.0f}, "
             f"api_version={self.api_version!r})"
         )
 

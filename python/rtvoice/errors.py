@@ -5,13 +5,18 @@ the same classes as the openai SDK (status 400 → :class:`BadRequestError`, 401
 :class:`AuthenticationError`, …) and carry the fields of the API's error envelope
 ``{"error": {"message", "type", "param", "code"}}``.
 
-No message built here ever contains a secret: :func:`redact` masks standard keys (``sk-…``) and
-ephemeral keys (``ek_…``) in any text that reaches an exception, a repr or a log record.
+No message built here ever contains a secret: :func:`redact` masks, in any text that reaches an
+exception, a repr or a log record, every secret value alive in the process (each
+:class:`rtvoice.auth.Secret` registers its value through :func:`track_secret`, whatever its shape)
+and anything shaped like a key: standard keys (``sk-…``), ephemeral keys (``ek_…``), bearer tokens.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +37,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
+    "RedactingFilter",
     "RtvoiceError",
     "ServerEventError",
     "SessionError",
@@ -41,7 +47,9 @@ __all__ = [
     "UnprocessableEntityError",
     "error_from_event",
     "error_from_response",
+    "mask",
     "redact",
+    "track_secret",
 ]
 
 # Standard keys: sk-..., sk-proj-..., sk-svcacct-...; ephemeral keys: ek_...; beta-era eph_....
@@ -52,13 +60,96 @@ _SECRET_RE = re.compile(
 )
 
 
-def redact(text: str) -> str:
-    """Return ``text`` with every API key, ephemeral key or bearer token masked.
+_KIND_TAGS = ("sk-", "ek_", "eph_")
+# A tracked value shorter than this is not scrubbed from free text (it would mangle ordinary
+# words); it is still masked wherever a Secret shows itself.
+MIN_TRACKED_CHARS = 8
+# The last 4 characters are shown only when at least this many stay hidden.
+_MIN_HIDDEN_CHARS = 16
 
-    The first four characters of a key survive (``sk-p***``, ``ek_6***``) so that logs still tell
-    which kind of key was involved.
+
+def mask(secret: str) -> str:
+    """The shown form of a secret: its kind tag when it has one (``sk-``, ``ek_``, ``eph_``: a
+    format marker, not secret), ``***``, and at most its last 4 characters, shown only when 16
+    or more stay hidden (``sk-***wxyz``, ``***3456``, ``***``)."""
+    tag = next((t for t in _KIND_TAGS if secret.startswith(t)), "")
+    body = secret[len(tag) :]
+    tail = body[-4:] if len(body) >= _MIN_HIDDEN_CHARS + 4 else ""
+    return f"{tag}***{tail}"
+
+
+class _TrackedSecrets:
+    """The secret values currently alive, counted per value (two owners may hold one value).
+
+    Any thread: :func:`redact` runs wherever an exception or a log record is made, and a finalizer
+    may run inside a locked section when garbage collection triggers there, hence the RLock.
     """
-    return _SECRET_RE.sub(lambda m: m.group(0)[:4] + "***", text)
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self._pattern: re.Pattern[str] | None = None
+
+    def track(self, owner: object, value: str) -> None:
+        if len(value) < MIN_TRACKED_CHARS:
+            return
+        with self._lock:
+            self._counts[value] = self._counts.get(value, 0) + 1
+            self._pattern = None
+        weakref.finalize(owner, self._release, value).atexit = False
+
+    def _release(self, value: str) -> None:
+        with self._lock:
+            left = self._counts.get(value, 0) - 1
+            if left > 0:
+                self._counts[value] = left
+            else:
+                self._counts.pop(value, None)
+            self._pattern = None
+
+    def sub(self, text: str) -> str:
+        with self._lock:
+            if not self._counts:
+                return text
+            if self._pattern is None:
+                # Longest first, so that a value containing another is masked whole.
+                values = sorted(self._counts, key=len, reverse=True)
+                self._pattern = re.compile("|".join(map(re.escape, values)))
+            pattern = self._pattern
+        return pattern.sub(lambda m: mask(m.group(0)), text)
+
+
+_TRACKED = _TrackedSecrets()
+
+
+def track_secret(owner: object, value: str) -> None:
+    """Make :func:`redact` mask ``value`` for as long as ``owner`` (weakly referenced) lives."""
+    _TRACKED.track(owner, value)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every tracked secret value and every API key, ephemeral key or bearer
+    token masked (see :func:`mask`)."""
+    return _SECRET_RE.sub(lambda m: mask(m.group(0)), _TRACKED.sub(text))
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes :func:`redact` over a record's message and exception text.
+
+    Attach it to a logger (``logger.addFilter(RedactingFilter())``) or to a handler; a logger's
+    filter sees only the records logged on that very logger, not those of its children.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
 
 
 class RtvoiceError(Exception):

@@ -292,7 +292,7 @@ def test_secrets_never_in_reprs_errors_or_logs(caplog: pytest.LogCaptureFixture)
     texts = run_with_api(go, api=api)
     assert len(texts) == 8
     logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
-    assert "ek_6***" in texts[0]  # redacted, but still says which kind of key
+    assert "ek_***" in texts[0]  # redacted, but still says which kind of key
     for text in [*texts, logged, caplog.text]:
         assert STANDARD_KEY not in text
         assert EPHEMERAL not in text

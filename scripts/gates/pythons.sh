@@ -79,7 +79,7 @@ test_python() {
     "$base" -m venv "$venv" || return 1
   fi
   "$py" -m pip install -q --only-binary=:all: "${build_requires[@]}" || return 1
-  "$py" -m pip install -q --only-binary=:all: --no-build-isolation -Cbuild-dir="$dir/build" ".[test]" ||
+  "$py" -m pip install -q --only-binary=:all: --no-build-isolation --config-settings=build-dir="$dir/build" ".[test]" ||
     return 1
   "$py" - <<'PY' || return 1
 import sys
@@ -138,7 +138,7 @@ else
     "$out/sdist" >/dev/null
   sdist=("$out"/sdist/*.tar.gz)
   if hide_opus "$sdist_python" -m pip install --no-build-isolation --no-deps --no-cache-dir \
-    --target "$out/sdist/site" -Ccmake.define.CMAKE_DISABLE_FIND_PACKAGE_Opus=ON "${sdist[0]}" \
+    --target "$out/sdist/site" --config-settings=cmake.define.CMAKE_DISABLE_FIND_PACKAGE_Opus=ON "${sdist[0]}" \
     >"$out/sdist/pip.log" 2>&1; then
     echo "pythons: pip install of the sdist with libopus hidden succeeded" >&2
     status=1

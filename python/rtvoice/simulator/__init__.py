@@ -33,8 +33,11 @@ and waits for ``function_call_output`` + ``response.create``.
 Impairment (outbound RTP, per packet, seeded): :class:`Impairment` or the ``loss``,
 ``burst_length``, ``jitter_ms``, ``reorder``, ``seed`` keywords. Faults: ``sim.faults``
 (:class:`Faults`: ``fail_next(path_suffix, status, body)``, ``bad_answer``, ``ice_failure``,
-``answer_delay_s``, ``malformed_after_created``, ``drop_channel_after_s``), ``sim.expire_keys()``,
-``sim.advance_time(s)``, ``session_max_s=``; per call ``call.send_raw(text)``,
+``answer_delay_s``, ``malformed_after_created``, ``drop_channel_after_s``, ``block_ice``: every
+STUN request ignored, so ICE never connects although the SDP POST is answered),
+``sim.expire_keys()``, ``sim.advance_time(s)``, ``session_max_s=``, ``ice_lite=True`` (the answer
+says ``a=ice-lite`` and, after nomination, binding requests without USE-CANDIDATE go unanswered,
+as on OpenAI's media servers; ``call.stun`` counts them); per call ``call.send_raw(text)``,
 ``call.send_error(...)``, ``call.drop_data_channel()``, ``await call.expire_session()``.
 
 Records: ``sim.requests`` (:class:`RequestRecord`), ``sim.calls``; per :class:`Call`:

@@ -24,6 +24,7 @@ from rtvoice.events import (
     session_beta_to_ga,
     session_ga_to_beta,
 )
+from rtvoice.rtc.compat import StunRequestCounts
 from rtvoice.simulator.audio import FRAME_SAMPLES, EnergyVad, encode_opus_frames, speechlike
 from rtvoice.simulator.pacer import RtpPacer
 
@@ -239,7 +240,8 @@ class Call:
     JSON or ``{"type": "rtvoice.malformed_client_message", "raw": ...}``), ``server_events``
     (every event sent), ``received_packets`` (inbound RTP), ``utterances`` (VAD turns),
     ``pacer.sent`` (outbound RTP with impairment decisions), ``played`` (the PCM the assistant
-    sent, per response id).
+    sent, per response id), ``stun`` (STUN requests the answerer passed or ignored, see
+    ``Simulator(ice_lite=)`` and ``Faults.block_ice``).
     """
 
     sim: Simulator
@@ -258,6 +260,7 @@ class Call:
     closed: bool = False
     hung_up: bool = False
     pacer: RtpPacer | None = None
+    stun: StunRequestCounts = field(default_factory=StunRequestCounts)
     _decoder: OpusDecoder = field(default_factory=lambda: OpusDecoder(48000, 1))
     _encoder: OpusEncoder = field(
         default_factory=lambda: OpusEncoder(48000, 1, application="voip", fec=True)

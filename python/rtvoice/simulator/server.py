@@ -21,6 +21,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from rtvoice.errors import redact
 from rtvoice.events import session_beta_to_ga, session_ga_to_beta
+from rtvoice.rtc.compat import filter_stun_requests, lite_server_ignores
 from rtvoice.rtc.loopback import (
     filter_candidates,
     is_loopback_host,
@@ -69,7 +70,9 @@ class Faults:
     with a body that is not SDP. ``ice_failure``: answer with candidates no one listens on, so ICE
     fails. ``answer_delay_s``: wait before answering an offer. ``malformed_after_created``: send
     this many malformed messages right after ``session.created``. ``drop_channel_after_s``: close
-    the data channel this long after it opens.
+    the data channel this long after it opens. ``block_ice``: the answerer ignores every STUN
+    request (no response, no triggered check): the SDP POST still gets a valid answer, but ICE
+    never reaches connected (read per request, so setting it during a call also cuts consent).
     """
 
     http: list[HttpFault] = field(default_factory=list)
@@ -78,6 +81,7 @@ class Faults:
     answer_delay_s: float = 0.0
     malformed_after_created: int = 0
     drop_channel_after_s: float | None = None
+    block_ice: bool = False
 
     def fail_next(self, path_suffix: str, status: int, body: Any = None, times: int = 1) -> None:
         """E.g. ``fail_next("/realtime/calls", 500)`` or ``fail_next("/client_secrets", 503)``."""
@@ -137,6 +141,11 @@ class Simulator:
     ``await sim.start()`` (or ``async with Simulator() as sim``) binds it; ``sim.base_url``
     (``http://127.0.0.1:<port>/v1``) and ``sim.api_key`` (the one standard key it accepts) are
     what a client needs. See the package docstring for the full API.
+
+    ``ice_lite=True`` behaves like OpenAI's media servers: the answer says ``a=ice-lite`` and,
+    once a pair is nominated, the answerer ignores STUN binding requests without USE-CANDIDATE
+    (so consent checks without it go unanswered). ``call.stun`` counts what it passed and
+    ignored.
     """
 
     def __init__(
@@ -161,6 +170,7 @@ class Simulator:
         transcribe: Callable[[npt.NDArray[np.int16]], str] | None = None,
         tool_arguments: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         session_max_s: float | None = None,
+        ice_lite: bool = False,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the simulator only listens on loopback")
@@ -188,6 +198,7 @@ class Simulator:
             tool_arguments or _default_tool_arguments
         )
         self.session_max_s = session_max_s
+        self.ice_lite = ice_lite
         self.faults = Faults()
         self.calls: dict[str, Call] = {}
         self.requests: list[RequestRecord] = []
@@ -703,6 +714,7 @@ class Simulator:
             attach_rtp_sink(audio[0].receiver, call)
             pc.addTrack(IdleAudioTrack())
             await pc.setLocalDescription(await pc.createAnswer())
+            filter_stun_requests(pc, self._ignores_stun_request, call.stun)
         except Exception as exc:
             await pc.close()
             logger.info("simulator: offer rejected: %s", exc)
@@ -711,6 +723,10 @@ class Simulator:
         if self.max_message_size is not None:
             answer = re.sub(
                 r"a=max-message-size:\d+", f"a=max-message-size:{self.max_message_size}", answer
+            )
+        if self.ice_lite:
+            answer = re.sub(
+                r"^(t=[^\r\n]*\r?\n)", "\\g<1>a=ice-lite\r\n", answer, count=1, flags=re.M
             )
         if self.faults.ice_failure:
             # Credentials the answerer does not use: every connectivity check fails its
@@ -733,6 +749,11 @@ class Simulator:
         if ga:
             headers["Location"] = f"/v1/realtime/calls/{call_id}"
         return web.Response(status=201, body=answer.encode(), headers=headers)
+
+    def _ignores_stun_request(self, conn: Any, message: Any) -> bool:
+        if self.faults.block_ice:
+            return True
+        return self.ice_lite and lite_server_ignores(conn, message)
 
     async def _expire_later(self, call: Call, after_s: float) -> None:
         await asyncio.sleep(after_s)

@@ -31,6 +31,44 @@ class CliError(Exception):
     """A failure to report as one clear line and a non-zero exit status."""
 
 
+def add_api_key_options(p: Any, what: str) -> None:
+    """``--api-key-file PATH`` (``-``: stdin) and ``--api-key``, which other users can read in
+    the process list (``/proc/<pid>/cmdline``) and so is warned about."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--api-key-file",
+        metavar="PATH",
+        help=f"read the {what} from PATH, or from stdin with - (default: $OPENAI_API_KEY)",
+    )
+    group.add_argument(
+        "--api-key", help="visible in the process list: prefer OPENAI_API_KEY or --api-key-file"
+    )
+
+
+def api_key_from(args: argparse.Namespace) -> str | None:
+    """The key from ``--api-key-file``, else ``--api-key`` (with a warning on stderr), else
+    ``OPENAI_API_KEY``; explicit options win over the environment, as in the openai SDK."""
+    if args.api_key_file is not None:
+        path = args.api_key_file
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read --api-key-file {path}: {type(exc).__name__}") from None
+        key = text.strip()
+        if not key or any(c.isspace() for c in key):
+            # The content is never echoed: it may be a key with a stray character in it.
+            raise CliError(f"--api-key-file {path} must hold exactly one key (got none, or spaces)")
+        return key
+    if args.api_key:
+        print(
+            "rtvoice: warning: --api-key is visible to other users in the process list; "
+            "set OPENAI_API_KEY or use --api-key-file PATH (- for stdin) instead",
+            file=sys.stderr,
+        )
+        return str(args.api_key)
+    return os.environ.get("OPENAI_API_KEY") or None
+
+
 def bundled_clip() -> Path:
     return Path(str(resources.files("rtvoice") / "data" / "hello.wav"))
 
@@ -64,7 +102,7 @@ def add_demo_parser(sub: Any) -> None:
     p.add_argument(
         "--base-url", help="a Realtime-compatible server, e.g. https://api.openai.com/v1"
     )
-    p.add_argument("--api-key", help="key for --base-url (default: $OPENAI_API_KEY)")
+    add_api_key_options(p, "key for --base-url")
     p.add_argument("--model", default="gpt-realtime")
     p.add_argument("--api-version", choices=["ga", "beta"], default="ga")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -129,9 +167,9 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     sim = None
     if args.base_url:
         base_url = args.base_url
-        api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+        api_key = api_key_from(args)
         if not api_key:
-            raise CliError("--base-url needs --api-key or OPENAI_API_KEY")
+            raise CliError("--base-url needs a key: set OPENAI_API_KEY or pass --api-key-file")
     else:
         sim, base_url, api_key = await _start_simulator(args)
 
@@ -322,7 +360,7 @@ def add_talk_parser(sub: Any) -> None:
         "WebRTC and holds a conversation through the default sound devices (sounddevice).",
     )
     p.add_argument("--base-url", default=None, help="default: $OPENAI_BASE_URL or the real API")
-    p.add_argument("--api-key", help="default: $OPENAI_API_KEY")
+    add_api_key_options(p, "API key")
     p.add_argument("--model", default="gpt-realtime")
     p.add_argument("--voice", default=None)
     p.add_argument("--instructions", default="You are a helpful voice assistant.")
@@ -337,9 +375,9 @@ async def _talk(args: argparse.Namespace) -> None:
     from rtvoice.audio.sources import DeviceError, MicrophoneSource, SpeakerSink, write_wav
     from rtvoice.session import connect
 
-    api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+    api_key = api_key_from(args)
     if not api_key:
-        raise CliError("no API key: pass --api-key or set OPENAI_API_KEY")
+        raise CliError("no API key: set OPENAI_API_KEY or pass --api-key-file PATH")
     try:
         import sounddevice  # type: ignore[import-untyped]  # noqa: F401  (fail before connecting if PortAudio is absent)
     except (OSError, ImportError) as exc:

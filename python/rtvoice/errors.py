@@ -177,6 +177,12 @@ class TransportError(RtvoiceError):
     message too large for the data channel, ...)."""
 
 
+class WebRTCUnavailableError(TransportError):
+    """The calls endpoint answered but WebRTC could not connect: ICE or DTLS did not complete
+    within ``ice_timeout_s``, ICE failed, or the SDP answer was unusable. With
+    ``transport="auto"`` the session falls back to WebSocket instead of raising this."""
+
+
 class ProtocolError(RtvoiceError):
     """The peer broke the protocol: an answer that is not SDP, a missing ``Location``, an event
     that cannot be used, ..."""

@@ -45,6 +45,7 @@ __all__ = [
     "TimeoutError",
     "TransportError",
     "UnprocessableEntityError",
+    "WebRTCUnavailableError",
     "error_from_event",
     "error_from_response",
     "mask",

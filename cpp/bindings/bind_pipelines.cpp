@@ -412,6 +412,10 @@ thread; ``stats`` to any thread.
       .def("set_dtx", &PyUplink::set_dtx, py::arg("enabled"))
       .def_property_readonly("transport_rate",
                              [](PyUplink& u) { return u.native().transport_rate_hz(); })
+      .def_property_readonly("input_rate",
+                             [](PyUplink& u) { return u.native().config().input_rate_hz; })
+      .def_property_readonly("mode",
+                             [](PyUplink& u) { return mode_name(u.native().config().mode); })
       .def_property_readonly("frame_samples",
                              [](PyUplink& u) { return u.native().frame_samples(); })
       .def_property_readonly("input_frame_samples",
@@ -459,6 +463,10 @@ thread; ``flush``, ``stats`` and ``media_samples_played`` to any thread.
            "Any thread: drops all queued and buffered audio at the next pull (barge-in).")
       .def_property_readonly("decode_rate",
                              [](PyDownlink& d) { return d.native().decode_rate_hz(); })
+      .def_property_readonly("output_rate",
+                             [](PyDownlink& d) { return d.native().config().output_rate_hz; })
+      .def_property_readonly("mode",
+                             [](PyDownlink& d) { return mode_name(d.native().config().mode); })
       .def_property_readonly(
           "media_samples_played", [](PyDownlink& d) { return d.native().media_samples_played(); },
           "Output-rate samples of received audio played so far (not filler).")

@@ -5,16 +5,17 @@
         async for event in session:
             ...
 
-The session owns one transport (WebRTC) and one audio engine. Audio never passes through the
-event loop on its way to the wire or the speaker: the uplink releases packets on its sample clock
-on the transport's own thread, and the downlink is pulled by a playout clock thread (or a device
-callback). The loop handles events, tools, barge-in and metrics.
+The session owns one transport (WebRTC or WebSocket, behind :class:`~rtvoice.transports.base.
+Transport`) and one audio engine: the native :class:`rtvoice.Uplink` and :class:`rtvoice.Downlink`.
+Audio never passes through the event loop on its way to the wire or the speaker: the uplink
+releases packets on its sample clock on the transport's own thread, and the downlink is pulled by
+the native playout clock (or a device callback). The loop handles events, tools, barge-in and
+metrics. Nothing here is specific to either transport.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import inspect
 import json
@@ -27,11 +28,16 @@ from typing import Any, Literal, Protocol, Self
 import numpy as np
 import numpy.typing as npt
 
-from rtvoice import auth, errors, events
-from rtvoice.audio.engine import Downlink, DownlinkStats, PlayoutThread, Uplink, UplinkStats
-from rtvoice.transports.webrtc import ConnectTimings, WebRTCTransport
+from rtvoice import _checks, auth, errors, events
+from rtvoice._core import Downlink, Uplink
+from rtvoice.audio.engine import AudioEngine, AudioOptions
+from rtvoice.transports.base import ConnectTimings, Transport
+from rtvoice.transports.webrtc import WebRTCTransport
+from rtvoice.transports.websocket import WebSocketTransport
 
 __all__ = [
+    "FALLBACK_EVENT",
+    "SINK_EVENT",
     "STATE_EVENT",
     "AudioSource",
     "RealtimeSession",
@@ -45,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 SessionState = Literal["idle", "connecting", "connected", "closed", "failed"]
 STATE_EVENT = "rtvoice.state_changed"
+FALLBACK_EVENT = "rtvoice.transport_fallback"
+SINK_EVENT = "rtvoice.audio_sink_failing"
+TransportChoice = Literal["webrtc", "websocket", "auto"]
 FloatArray = npt.NDArray[np.float32]
 
 
@@ -77,10 +86,18 @@ class Tool:
 
 @dataclass
 class SessionMetrics:
-    """A snapshot of connection and audio statistics."""
+    """A snapshot of connection and audio statistics.
+
+    ``uplink``, ``downlink`` and ``jitter_buffer`` carry the native statistics under their
+    native names (:class:`rtvoice.Uplink`, :class:`rtvoice.Downlink`,
+    :class:`rtvoice.JitterBufferStats`); ``playout`` the headless playout clock's. Every field
+    has the same name on both transports.
+    """
 
     state: str
     connect: dict[str, float | None]
+    transport: str = "webrtc"
+    transport_fallback: str | None = None
     rtt_ms: float | None = None
     packets_sent: int = 0
     packets_received: int = 0
@@ -89,10 +106,13 @@ class SessionMetrics:
     jitter_ms: float | None = None
     remote_packets_lost: int | None = None
     jitter_buffer: dict[str, Any] = field(default_factory=dict)
+    downlink: dict[str, Any] = field(default_factory=dict)
     uplink: dict[str, Any] = field(default_factory=dict)
+    playout: dict[str, Any] = field(default_factory=dict)
     events_received: int = 0
     events_sent: int = 0
     malformed_events: int = 0
+    dropped_events: int = 0
     tool_calls: int = 0
     barge_ins: int = 0
 
@@ -122,11 +142,22 @@ def _tool_from(obj: Any) -> Tool:
 
 
 class RealtimeSession:
-    """One conversation with a Realtime API server over WebRTC.
+    """One conversation with a Realtime API server over WebRTC or WebSocket.
 
     Created by :func:`connect`; use it as an async context manager. All methods are called from
     the event loop that opened the session, except that audio may be pushed from any one thread
     with :meth:`push_audio`.
+
+    ``transport``: ``"webrtc"``, ``"websocket"`` or ``"auto"`` (WebRTC first; when the calls
+    endpoint answers but ICE does not connect within ``ice_timeout_s``, ICE fails or the answer
+    is unusable, the session falls back to WebSocket on its own and says so with a
+    ``rtvoice.transport_fallback`` event and ``metrics.transport_fallback``).
+
+    Audio: ``output_rate_hz`` (8–48 kHz in whole kHz), ``audio_sink`` (called with float32 mono
+    chunks on a pump thread, never on the playout clock), ``record_output_s`` (the bound of what
+    :meth:`read_audio` returns; 0 turns recording off; overflow is counted in
+    ``metrics.playout["record_dropped_samples"]``), ``input_buffer_s`` (the bound of audio queued
+    for sending; overflow counted in ``metrics.uplink["frames_dropped"]``).
     """
 
     def __init__(
@@ -137,7 +168,7 @@ class RealtimeSession:
         voice: str | None = None,
         tools: Iterable[Any] | None = None,
         session: Mapping[str, Any] | None = None,
-        transport: Literal["webrtc"] = "webrtc",
+        transport: TransportChoice = "auto",
         base_url: str | None = None,
         api_key: str | auth.Secret | None = None,
         api_version: Literal["ga", "beta"] = "ga",
@@ -148,20 +179,52 @@ class RealtimeSession:
         output_rate_hz: int = 48000,
         audio_sink: Callable[[FloatArray], None] | None = None,
         record_output: bool = True,
+        record_output_s: float = 10.0,
+        input_buffer_s: float = 10.0,
         headless_playout: bool = True,
         jitter_target_ms: int = 60,
-        jitter_buffer: Literal["native", "simple"] = "native",
         opus_bitrate_bps: int = 32000,
+        ws_chunk_ms: int = 20,
         barge_in: bool = True,
         connect_timeout_s: float = 15.0,
+        ice_timeout_s: float = 5.0,
         http_timeout_s: float = 10.0,
         stats_interval_s: float = 1.0,
         max_queued_events: int = 10000,
     ) -> None:
-        if transport != "webrtc":
-            raise ValueError(f"transport must be 'webrtc', not {transport!r}")
+        if transport not in ("webrtc", "websocket", "auto"):
+            raise ValueError(
+                f"transport must be 'webrtc', 'websocket' or 'auto', not {transport!r}"
+            )
         if api_version not in ("ga", "beta"):
             raise ValueError(f"api_version must be 'ga' or 'beta', not {api_version!r}")
+        if ice_servers is not None and (
+            isinstance(ice_servers, (str, bytes)) or not isinstance(ice_servers, (list, tuple))
+        ):
+            raise TypeError(
+                "ice_servers must be a list of aiortc.RTCIceServer, e.g. "
+                "[RTCIceServer(urls='stun:stun.example.org')], not "
+                f"{type(ice_servers).__name__}"
+            )
+        if session is not None:
+            _checks.mapping(session, "session")
+        if audio_sink is not None and not callable(audio_sink):
+            raise TypeError(f"audio_sink must be callable, not {type(audio_sink).__name__}")
+        self._http_timeout_s = _checks.positive_timeout(http_timeout_s, "http_timeout_s")
+        self._connect_timeout_s = _checks.positive_timeout(connect_timeout_s, "connect_timeout_s")
+        self._ice_timeout_s = _checks.positive_timeout(ice_timeout_s, "ice_timeout_s")
+        self._stats_interval_s = _checks.positive_interval(stats_interval_s, "stats_interval_s")
+        if not isinstance(max_queued_events, int) or max_queued_events < 1:
+            raise ValueError(f"max_queued_events must be a positive int, not {max_queued_events!r}")
+        self._audio_options = AudioOptions(
+            output_rate_hz=output_rate_hz,
+            start_delay_ms=jitter_target_ms,
+            opus_bitrate_bps=opus_bitrate_bps,
+            input_buffer_s=input_buffer_s,
+            record_output_s=record_output_s if record_output else 0.0,
+            headless_playout=headless_playout,
+            ws_chunk_ms=ws_chunk_ms,
+        )
         self.model = model
         self.api_version = api_version
         self.base_url = auth.resolve_base_url(base_url)
@@ -175,32 +238,14 @@ class RealtimeSession:
             self._tools[tool.name] = tool
         self._session_config = self._build_session_config(session, instructions, voice)
         self._codec = events.EventCodec(api_version)
-        self._downlink = Downlink(
-            output_rate_hz, target_delay_ms=jitter_target_ms, jitter_buffer=jitter_buffer
-        )
-        self._uplink = Uplink(bitrate_bps=opus_bitrate_bps)
-        self._transport = WebRTCTransport(
-            base_url=self.base_url,
-            api_version=api_version,
-            model=model,
-            ice_servers=ice_servers,
-            loopback_only=loopback_only,
-            packet_source=self._uplink,
-            packet_due_ns=self._uplink.next_due_ns,
-            rtp_sink=self._downlink,
-            http_timeout_s=http_timeout_s,
-            connect_timeout_s=connect_timeout_s,
-            on_message=self._on_message,
-            on_state=self._on_transport_state,
-        )
-        self._http_timeout_s = http_timeout_s
+        self._transport_choice: TransportChoice = transport
+        self._ice_servers = list(ice_servers) if ice_servers is not None else None
+        self._loopback_only = loopback_only
         self._audio_sink = audio_sink
-        self._record_output = record_output
-        self._output_chunks: collections.deque[FloatArray] = collections.deque()
-        self._headless_playout = headless_playout
-        self._playout: PlayoutThread | None = None
+        self._engine = self._make_engine("pcm16" if transport == "websocket" else "opus")
+        self._transport: Transport = self._make_transport()
+        self._fallback_reason: str | None = None
         self._barge_in = barge_in
-        self._stats_interval_s = stats_interval_s
         self._max_queued = max_queued_events
 
         self.state: SessionState = "idle"
@@ -214,12 +259,14 @@ class RealtimeSession:
         self._tool_calls = 0
         self._barge_ins = 0
         self._state_listeners: list[Callable[[str, str], None]] = []
-        # Barge-in bookkeeping: the assistant audio item now playing and the played-sample count
-        # of the downlink when it started.
+        # Barge-in bookkeeping: the assistant audio item now playing, the downlink's played
+        # media count when it started, and whether a response is being generated.
         self._audio_item_id: str | None = None
         self._audio_item_start_samples = 0
         self._audio_playing = False
+        self._response_active = False
         self._key_ms: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ configuration
 
@@ -238,6 +285,44 @@ class RealtimeSession:
                 cfg[key] = value
         return cfg
 
+    def _make_engine(self, mode: Literal["opus", "pcm16"]) -> AudioEngine:
+        return AudioEngine(
+            mode,
+            self._audio_options,
+            sink=self._audio_sink,
+            on_sink_failing=self._sink_failing,
+        )
+
+    def _make_transport(self) -> Transport:
+        engine = self._engine
+        if engine.mode == "opus":
+            return WebRTCTransport(
+                base_url=self.base_url,
+                api_version=self.api_version,
+                model=self.model,
+                ice_servers=self._ice_servers,
+                loopback_only=self._loopback_only,
+                uplink=engine.uplink,
+                downlink=engine.downlink,
+                http_timeout_s=self._http_timeout_s,
+                connect_timeout_s=self._connect_timeout_s,
+                ice_timeout_s=self._ice_timeout_s,
+                on_message=self._on_message,
+                on_state=self._on_transport_state,
+            )
+        return WebSocketTransport(
+            base_url=self.base_url,
+            api_version=self.api_version,
+            model=self.model,
+            uplink=engine.uplink,
+            downlink=engine.downlink,
+            chunk_ms=self._audio_options.ws_chunk_ms,
+            http_timeout_s=self._http_timeout_s,
+            connect_timeout_s=self._connect_timeout_s,
+            on_message=self._on_message,
+            on_state=self._on_transport_state,
+        )
+
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
@@ -247,14 +332,16 @@ class RealtimeSession:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _set_state(self, state: SessionState) -> None:
+    def _set_state(self, state: SessionState, reason: str | None = None) -> None:
         previous = self.state
-        if previous == state or (previous in ("closed", "failed") and state != "closed"):
+        if previous == state or previous == "closed":
             return
-        if previous == "closed":
+        if previous == "failed" and state != "closed":
             return
         self.state = state
-        data = {"type": STATE_EVENT, "state": state, "previous": previous}
+        data: dict[str, Any] = {"type": STATE_EVENT, "state": state, "previous": previous}
+        if reason is not None:
+            data["reason"] = reason
         self._enqueue(events.ServerEvent(type=STATE_EVENT, event_id=None, data=data))
         for listener in list(self._state_listeners):
             listener(previous, state)
@@ -268,28 +355,60 @@ class RealtimeSession:
     async def open(self) -> None:
         if self.state != "idle":
             raise errors.SessionError(f"open() on a session in state {self.state!r}")
+        self._loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         self._set_state("connecting")
         try:
             key, multipart_session, hangup_key = await self._credentials()
-            self._transport.timings.key_ms = self._key_ms
-            await self._transport.connect(
-                key=key,
-                session=multipart_session,
-                multipart=multipart_session is not None,
-                hangup_key=hangup_key,
-            )
-            self._transport.timings.key_ms = self._key_ms
-            if self._key_ms is not None and self._transport.timings.total_ms is not None:
-                self._transport.timings.total_ms += self._key_ms
-        except BaseException:
-            self._set_state("failed")
+            try:
+                await self._connect_transport(key, multipart_session, hangup_key)
+            except errors.WebRTCUnavailableError as exc:
+                if self._transport_choice != "auto":
+                    raise
+                await self._fall_back(str(exc))
+                await self._connect_transport(key, multipart_session, hangup_key)
+        except BaseException as exc:
+            self._set_state("failed", errors.redact(str(exc)) or type(exc).__name__)
             await self._release()
             raise
-        if self._headless_playout:
-            self._playout = PlayoutThread(self._downlink, self._deliver_audio)
-            self._playout.start()
+        timings = self._transport.timings
+        timings.key_ms = self._key_ms
+        timings.total_ms = (time.perf_counter() - started) * 1000.0
+        self._engine.start_playout()
         self._spawn(self._poll_stats())
         self._set_state("connected")
+
+    async def _connect_transport(
+        self, key: str, multipart_session: dict[str, Any] | None, hangup_key: str | None
+    ) -> None:
+        if self._transport.kind == "websocket":
+            # A standard key carries no session: it goes as session.update after session.created.
+            standard = not key.startswith("ek_")
+            session = self._session_config if standard else None
+            if session is not None and self.api_version == "beta":
+                session = self._codec.prepare(events.session_update(session))["session"]
+            await self._transport.connect(key=key, session=session)
+            return
+        await self._transport.connect(
+            key=key,
+            session=multipart_session,
+            multipart=multipart_session is not None,
+            hangup_key=hangup_key,
+        )
+
+    async def _fall_back(self, reason: str) -> None:
+        """WebRTC could not connect: continue on WebSocket with what was queued for sending."""
+        logger.warning("WebRTC unavailable (%s); falling back to WebSocket", reason)
+        await self._transport.close()
+        old = self._engine
+        waiting = old.uplink.take_input(old.uplink.stats["pending_input_frames"])
+        self._engine = self._make_engine("pcm16")
+        if waiting.size:
+            self._engine.input.push(waiting.reshape(-1), old.uplink.input_rate)
+        self._transport = self._make_transport()
+        self._fallback_reason = reason
+        data = {"type": FALLBACK_EVENT, "from": "webrtc", "to": "websocket", "reason": reason}
+        self._enqueue(events.ServerEvent(type=FALLBACK_EVENT, event_id=None, data=data))
 
     async def close(self) -> None:
         """Hang up and release every thread, task and socket. Idempotent."""
@@ -304,9 +423,7 @@ class RealtimeSession:
             with contextlib.suppress(Exception):
                 source.stop()
         self._sources.clear()
-        if self._playout is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._playout.stop)
-            self._playout = None
+        await asyncio.get_running_loop().run_in_executor(None, self._engine.stop_playout)
         tasks = [t for t in self._tasks if not t.done()]
         for task in tasks:
             task.cancel()
@@ -315,10 +432,13 @@ class RealtimeSession:
         await self._transport.close()
 
     async def _credentials(self) -> tuple[str, dict[str, Any] | None, str | None]:
-        """(key for the SDP POST, session for a multipart offer, standard key for hangup)."""
+        """(key for the SDP POST or the WebSocket, session for a multipart offer, standard key
+        for hangup)."""
         key = self._secret.get_secret_value()
         if key.startswith("ek_") or (not self._ephemeral and self.api_version == "beta"):
             return key, None, None
+        if self._transport_choice == "websocket":
+            return key, None, None  # a standard key opens the socket; the session follows
         if not self._ephemeral:
             return key, self._session_config, key
         start = time.perf_counter()
@@ -355,7 +475,9 @@ class RealtimeSession:
         """
         self._require_connected()
         wire = self._codec.prepare(event)
-        await self._transport.send_text(json.dumps(wire, separators=(",", ":")))
+        text = json.dumps(wire, separators=(",", ":"), allow_nan=False)
+        await self._transport.send_text(text)
+        self._codec.note_sent()
         return str(wire["event_id"])
 
     async def update(self, session: Mapping[str, Any] | None = None, **fields: Any) -> str:
@@ -374,15 +496,19 @@ class RealtimeSession:
         return event_id
 
     async def send_audio(self, pcm: Any, sample_rate: int) -> int:
-        """Queue microphone audio (numpy float32/int16, any rate). It is sent in real time on
-        the uplink's sample clock, after anything queued before it."""
+        """Queue microphone audio (numpy float32/int16, any supported rate). It is sent in real
+        time on the uplink's sample clock, after anything queued before it."""
         return self.push_audio(pcm, sample_rate)
 
     def push_audio(self, pcm: Any, sample_rate: int) -> int:
-        """Thread-safe for one producer thread: queue microphone audio without awaiting."""
+        """From any one producer thread: queue microphone audio without awaiting.
+
+        Returns the frames queued at the uplink's rate; audio beyond ``input_buffer_s`` is dropped
+        and counted in ``metrics.uplink["frames_dropped"]``.
+        """
         if self.state in ("closed", "failed"):
             raise errors.SessionError(f"the session is {self.state}")
-        return self._uplink.push(pcm, sample_rate)
+        return self._engine.input.push(pcm, sample_rate)
 
     def attach_source(self, source: AudioSource) -> None:
         """Start ``source``; it pushes audio from its own thread until the session closes."""
@@ -391,36 +517,41 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------ audio out
 
-    def _deliver_audio(self, pcm: FloatArray) -> None:
-        # Playout thread: the sink is called here; recording appends to a deque that
-        # read_audio() drains with popleft (both atomic).
-        if self._audio_sink is not None:
-            self._audio_sink(pcm)
-        if self._record_output:
-            self._output_chunks.append(pcm)
+    def _sink_failing(self, count: int, exc: BaseException) -> None:
+        # Pump thread: the report goes to the session's loop.
+        loop = self._loop
+        data = {
+            "type": SINK_EVENT,
+            "errors": count,
+            "error": f"{type(exc).__name__}: {errors.redact(str(exc))}",
+        }
+        event = events.ServerEvent(type=SINK_EVENT, event_id=None, data=data)
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._enqueue, event)
 
     def read_audio(self) -> FloatArray:
-        """All played audio since the last call (mono float32 at ``output_rate_hz``)."""
-        chunks = []
-        while True:
-            try:
-                chunks.append(self._output_chunks.popleft())
-            except IndexError:
-                break
-        if not chunks:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate(chunks)
+        """Played audio since the last call (mono float32 at ``output_rate_hz``), at most the
+        last ``record_output_s`` of it (overflow counted in
+        ``metrics.playout["record_dropped_samples"]``)."""
+        return self._engine.read_recording()
 
     @property
     def downlink(self) -> Downlink:
-        return self._downlink
+        """The native Downlink in use (after a fallback, the WebSocket one)."""
+        return self._engine.downlink
 
     @property
     def uplink(self) -> Uplink:
-        return self._uplink
+        """The native Uplink in use (after a fallback, the WebSocket one)."""
+        return self._engine.uplink
 
     @property
-    def transport(self) -> WebRTCTransport:
+    def output_rate_hz(self) -> int:
+        return self._audio_options.output_rate_hz
+
+    @property
+    def transport(self) -> Transport:
         return self._transport
 
     # ------------------------------------------------------------------ receiving
@@ -448,9 +579,9 @@ class RealtimeSession:
                 self.dropped_events += 1
         self._queue.put_nowait(event)
 
-    def _on_transport_state(self, state: str) -> None:
+    def _on_transport_state(self, state: str, reason: str | None = None) -> None:
         if state == "failed" and self.state == "connected":
-            self._set_state("failed")
+            self._set_state("failed", reason)
 
     def _on_message(self, text: str) -> None:
         event = self._codec.decode(text)
@@ -465,34 +596,62 @@ class RealtimeSession:
         if isinstance(event, events.SessionEvent):
             self.session_info = event.session
             self.session_id = event.session_id or self.session_id
+        elif t == "response.created":
+            self._response_active = True
+        elif t == "response.done":
+            self._response_active = False
         elif t == "response.output_item.added":
             item = event.get("item") or {}
             if item.get("type") == "message" and item.get("role") == "assistant":
                 self._audio_item_id = item.get("id")
-                self._audio_item_start_samples = self._downlink.media_samples_played
+                self._audio_item_start_samples = self._engine.downlink.media_samples_played
         elif t == "output_audio_buffer.started":
             self._audio_playing = True
         elif t in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
             self._audio_playing = False
         elif isinstance(event, events.SpeechStarted):
-            if self._barge_in and self._audio_playing and self._audio_item_id:
+            if self._barge_in and self._audio_item_id and self._assistant_audible():
                 self._interrupt()
         elif isinstance(event, events.FunctionCallArgumentsDone):
             tool = self._tools.get(event.name)
             if tool is not None:
                 self._spawn(self._run_tool(tool, event))
 
+    def _item_received_ms(self, item_id: str) -> float | None:
+        """WebSocket: ms of audio received for the item (None on WebRTC: the server knows)."""
+        by_item = getattr(self._transport, "audio_samples_by_item", None)
+        if by_item is None:
+            return None
+        return float(by_item.get(item_id, 0)) / 24.0
+
+    def _played_ms(self) -> float:
+        played = self._engine.downlink.media_samples_played - self._audio_item_start_samples
+        return max(0, played) * 1000.0 / self._audio_options.output_rate_hz
+
+    def _assistant_audible(self) -> bool:
+        if self._transport.kind == "webrtc":
+            return self._audio_playing
+        # No server-side output buffer on WebSocket: audio is audible while a response is being
+        # generated or while received audio has not all been played yet.
+        assert self._audio_item_id is not None
+        received = self._item_received_ms(self._audio_item_id) or 0.0
+        return self._response_active or self._played_ms() + 20.0 < received
+
     def _interrupt(self) -> None:
         """Barge-in: stop playout now and tell the server how much of the item was heard."""
-        played = self._downlink.media_samples_played - self._audio_item_start_samples
-        audio_end_ms = max(0, int(played * 1000 // self._downlink.output_rate_hz))
-        self._downlink.request_flush()
-        self._barge_ins += 1
+        played_ms = self._played_ms()
         item_id = self._audio_item_id
+        assert item_id is not None
+        received = self._item_received_ms(item_id)
+        if received is not None:
+            played_ms = min(played_ms, received)  # never more than was received
+        self._engine.downlink.flush()
+        self._barge_ins += 1
         self._audio_playing = False
         self._audio_item_id = None
-        assert item_id is not None
-        truncate = events.conversation_item_truncate(item_id, audio_end_ms)
+        if self._transport.kind == "websocket" and self._response_active:
+            self._spawn(self._send_quietly(events.response_cancel()))
+        truncate = events.conversation_item_truncate(item_id, int(played_ms))
         self._spawn(self._send_quietly(truncate))
 
     async def _send_quietly(self, event: Mapping[str, Any]) -> None:
@@ -505,11 +664,19 @@ class RealtimeSession:
         self._tool_calls += 1
         try:
             arguments = call.parsed_arguments()
-            result = (
-                tool.function(**arguments)
-                if isinstance(arguments, dict)
-                else tool.function(arguments)
-            )
+            function = tool.function
+            if inspect.iscoroutinefunction(function):
+                result = (
+                    function(**arguments) if isinstance(arguments, dict) else function(arguments)
+                )
+            else:
+                # A synchronous tool runs in a worker thread: the loop never blocks on it.
+                def invoke() -> Any:
+                    if isinstance(arguments, dict):
+                        return function(**arguments)
+                    return function(arguments)
+
+                result = await asyncio.get_running_loop().run_in_executor(None, invoke)
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:  # the model gets the failure as the tool's output
@@ -556,17 +723,13 @@ class RealtimeSession:
                 lost = self._stats.get("remote_fraction_lost")
                 if lost is not None:
                     # Tell the encoder how much loss the server sees, so FEC is sized for it.
-                    # The encoder belongs to the network thread: the call is made there.
-                    rtc = self._transport.rtc_thread
-                    if rtc is not None:
-                        percent = max(5, int(lost * 100 + 0.5))
-                        rtc.call_soon(self._uplink.set_packet_loss_perc, percent)
+                    self._transport.set_loss_hint(max(5, int(lost * 100 + 0.5)))
             except errors.RtvoiceError:
                 pass
             await asyncio.sleep(self._stats_interval_s)
 
     async def refresh_metrics(self) -> SessionMetrics:
-        """Fetch fresh RTP statistics, then return :attr:`metrics`."""
+        """Fetch fresh network statistics, then return :attr:`metrics`."""
         if self.state == "connected":
             self._stats = await self._transport.get_stats()
         return self.metrics
@@ -574,26 +737,31 @@ class RealtimeSession:
     @property
     def metrics(self) -> SessionMetrics:
         s = self._stats
-        jb: DownlinkStats = self._downlink.stats
-        up: UplinkStats = self._uplink.stats
+        audio = self._engine.stats()
+        up = audio["uplink"]
         received = int(s.get("packets_received", 0))
         lost = int(s.get("packets_lost", 0))
         timings: ConnectTimings = self._transport.timings
         return SessionMetrics(
             state=self.state,
             connect=timings.as_dict(),
+            transport=self._transport.kind,
+            transport_fallback=self._fallback_reason,
             rtt_ms=s.get("rtt_ms"),
-            packets_sent=int(s.get("packets_sent", up.packets)),
+            packets_sent=int(s.get("packets_sent", up["packets"])),
             packets_received=received,
             packets_lost=lost,
             loss_fraction=(lost / (received + lost)) if received + lost > 0 else 0.0,
             jitter_ms=s.get("jitter_ms"),
             remote_packets_lost=s.get("remote_packets_lost"),
-            jitter_buffer=asdict(jb),
-            uplink=asdict(up),
+            jitter_buffer=audio["jitter_buffer"],
+            downlink=audio["downlink"],
+            uplink=up,
+            playout=audio["playout"],
             events_received=self._codec.received_count,
             events_sent=self._codec.sent_count,
             malformed_events=self._codec.malformed_count,
+            dropped_events=self.dropped_events,
             tool_calls=self._tool_calls,
             barge_ins=self._barge_ins,
         )
@@ -603,6 +771,7 @@ def connect(**kwargs: Any) -> RealtimeSession:
     """Create a session; ``async with rtvoice.connect(...) as session`` opens and closes it.
 
     Keywords: see :class:`RealtimeSession` (``model``, ``instructions``, ``voice``, ``tools``,
-    ``transport="webrtc"``, ``base_url``, ``api_key``, ``api_version="ga"|"beta"``, ...).
+    ``transport="auto"|"webrtc"|"websocket"``, ``base_url``, ``api_key``,
+    ``api_version="ga"|"beta"``, ...).
     """
     return RealtimeSession(**kwargs)

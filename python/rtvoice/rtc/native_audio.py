@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -49,6 +50,8 @@ OPUS_CLOCK_RATE_HZ = 48000
 # Name-mangled attribute of RTCRtpReceiver holding its JitterBuffer (aiortc/rtcrtpreceiver.py).
 _RECEIVER_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 
+logger = logging.getLogger(__name__)
+
 
 class AiortcCompatibilityError(RuntimeError):
     """The installed aiortc is not one whose RTP internals the native audio path supports."""
@@ -56,24 +59,29 @@ class AiortcCompatibilityError(RuntimeError):
 
 @runtime_checkable
 class PacketSource(Protocol):
-    """Where outbound Opus packets come from (the native Uplink or the audio engine).
+    """Where outbound Opus packets come from: the native :class:`rtvoice.Uplink`.
 
-    ``pop_packet()`` is called on the network thread and never blocks: it returns
-    ``(payload, rtp_timestamp, seq)`` (timestamp in 48 kHz samples from the sample count) or
-    ``None`` when no packet is ready yet.
+    ``pop_due(now_ns)`` is called on the network thread and never blocks: it returns
+    ``(payload, rtp_timestamp, seq)`` when the sample clock says a packet is due (timestamp in
+    48 kHz samples from the sample count), else ``None``; ``next_due_ns`` says when to ask again.
     """
 
-    def pop_packet(self) -> tuple[bytes, int, int] | None: ...
+    def pop_due(self, now_ns: int) -> tuple[bytes, int, int] | None: ...
+
+    @property
+    def next_due_ns(self) -> int | None: ...
 
 
 @runtime_checkable
 class RtpSink(Protocol):
-    """Where inbound Opus RTP goes (the native Downlink or the audio engine).
+    """Where inbound Opus RTP goes: the native :class:`rtvoice.Downlink`.
 
     Called on the network thread for every packet; must not block.
     """
 
-    def push_rtp(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> None: ...
+    def push_rtp(
+        self, seq: int, timestamp: int, payload: bytes, arrival_ns: int
+    ) -> bool | None: ...
 
 
 def check_aiortc() -> None:
@@ -101,10 +109,10 @@ def check_aiortc() -> None:
 class EncodedAudioTrack(MediaStreamTrack):
     """An audio track whose frames are already-encoded Opus packets from a :class:`PacketSource`.
 
-    Runs on the event loop of the peer connection. Packet timing comes from the source (it
-    releases a packet when its sample clock says so); this track only polls it. ``due_ns``, when
-    given, returns the monotonic time at which the source's next packet is due, so the track
-    sleeps until then instead of polling at ``poll_interval_s``.
+    Runs on the event loop of the peer connection and is the uplink's clock there: it sleeps
+    until ``next_due_ns`` and asks ``pop_due(now)``. It never raises into aiortc (whose sender
+    stops a track that raises anything but ``MediaStreamError``): a failing source is counted in
+    ``errors``, logged once, and the track carries on.
     """
 
     kind = "audio"
@@ -113,22 +121,33 @@ class EncodedAudioTrack(MediaStreamTrack):
         self,
         source: PacketSource,
         *,
-        due_ns: Callable[[], int | None] | None = None,
-        poll_interval_s: float = 0.002,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+        max_sleep_s: float = 0.02,
     ) -> None:
         super().__init__()
         self._source = source
-        self._due_ns = due_ns
-        self._poll_interval_s = poll_interval_s
+        self._clock_ns = clock_ns
+        self._max_sleep_s = max_sleep_s
         self._time_base = fractions.Fraction(1, OPUS_CLOCK_RATE_HZ)
         self.packets_sent = 0
         self.bytes_sent = 0
+        self.errors = 0
+        # Monotonic ns of the last packet handed to aiortc (any thread may read it).
+        self.last_sent_ns = 0
 
     async def recv(self) -> Any:
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
-            item = self._source.pop_packet()
+            now = self._clock_ns()
+            try:
+                item = self._source.pop_due(now)
+                due = self._source.next_due_ns
+            except Exception:
+                self.errors += 1
+                if self.errors == 1:
+                    logger.exception("the uplink failed; the track carries on")
+                item, due = None, None
             if item is not None:
                 payload, rtp_timestamp, _seq = item
                 packet = av.Packet(bytes(payload))
@@ -136,12 +155,11 @@ class EncodedAudioTrack(MediaStreamTrack):
                 packet.time_base = self._time_base
                 self.packets_sent += 1
                 self.bytes_sent += len(payload)
+                self.last_sent_ns = now
                 return packet
-            delay_s = self._poll_interval_s
-            if self._due_ns is not None:
-                due = self._due_ns()
-                if due is not None:
-                    delay_s = min(max((due - time.monotonic_ns()) / 1e9, 0.0), 0.1)
+            delay_s = self._max_sleep_s
+            if due is not None:
+                delay_s = min(max((due - self._clock_ns()) / 1e9, 0.0), self._max_sleep_s)
             await asyncio.sleep(delay_s)
 
 
@@ -149,7 +167,8 @@ class RtpTap:
     """Stands in for aiortc's receiver jitter buffer: forwards every packet to an RtpSink.
 
     ``add()`` has the signature of ``aiortc.jitterbuffer.JitterBuffer.add`` and always returns
-    ``(False, None)`` (no picture loss, no frame to decode), so aiortc's decoder stays idle.
+    ``(False, None)`` (no picture loss, no frame to decode), so aiortc's decoder stays idle. It
+    never raises into aiortc's receiver: a failing sink is counted in ``errors``.
     """
 
     def __init__(self, sink: RtpSink, clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
@@ -157,15 +176,28 @@ class RtpTap:
         self._clock_ns = clock_ns
         self.packets = 0
         self.bytes = 0
+        self.errors = 0
+        self.dropped = 0
+        # Monotonic ns of the last packet received (any thread may read it).
+        self.last_arrival_ns = 0
 
     def add(self, packet: Any) -> tuple[bool, None]:
-        payload = bytes(packet.payload)
-        self.packets += 1
-        self.bytes += len(payload)
-        if payload:
-            self.sink.push_rtp(
-                int(packet.sequence_number), int(packet.timestamp), payload, self._clock_ns()
-            )
+        try:
+            payload = bytes(packet.payload)
+            now = self._clock_ns()
+            self.packets += 1
+            self.bytes += len(payload)
+            self.last_arrival_ns = now
+            if payload:
+                queued = self.sink.push_rtp(
+                    int(packet.sequence_number), int(packet.timestamp), payload, now
+                )
+                if queued is False:  # the sink's queue was full (counted there too)
+                    self.dropped += 1
+        except Exception:
+            self.errors += 1
+            if self.errors == 1:
+                logger.exception("the downlink refused an RTP packet; counted, carrying on")
         return False, None
 
 

@@ -20,7 +20,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
@@ -45,6 +45,7 @@ from rtvoice.rtc.native_audio import (
     attach_rtp_sink,
 )
 from rtvoice.rtc.thread import RtcThread
+from rtvoice.transports.base import ConnectTimings, TransportKind, TransportState
 
 __all__ = ["DATA_CHANNEL_LABEL", "ConnectTimings", "WebRTCTransport", "is_loopback_url"]
 
@@ -55,23 +56,6 @@ DATA_CHANNEL_LABEL = "oai-events"
 DEFAULT_MAX_MESSAGE_BYTES = 65536
 OPUS_FMTP = {"minptime": 10, "useinbandfec": 1}
 
-TransportState = Literal["new", "connecting", "connected", "closed", "failed"]
-
-
-@dataclass
-class ConnectTimings:
-    """Connect-time breakdown in milliseconds (None: the phase did not run or has not ended)."""
-
-    key_ms: float | None = None
-    ice_gathering_ms: float | None = None
-    sdp_post_ms: float | None = None
-    ice_dtls_ms: float | None = None
-    data_channel_ms: float | None = None
-    session_created_ms: float | None = None
-    total_ms: float | None = None
-
-    def as_dict(self) -> dict[str, float | None]:
-        return asdict(self)
 
 
 @dataclass
@@ -126,13 +110,21 @@ def munge_opus_fmtp(sdp: str, params: Mapping[str, int]) -> str:
 class WebRTCTransport:
     """One WebRTC call to a Realtime API server.
 
-    ``packet_source`` feeds the outbound audio track with pre-encoded Opus; ``rtp_sink`` receives
-    inbound RTP before aiortc's jitter buffer. ``track`` may be given instead of
-    ``packet_source`` to send a stock aiortc track (then aiortc encodes it).
+    ``uplink`` (the native :class:`rtvoice.Uplink` in Opus mode, or any :class:`PacketSource`)
+    feeds the outbound audio track with Opus on its sample clock; ``downlink`` (the native
+    :class:`rtvoice.Downlink`, or any :class:`RtpSink`) receives inbound RTP before aiortc's
+    jitter buffer. ``track`` may be given instead of ``uplink`` to send a stock aiortc track (then
+    aiortc encodes it).
 
-    ``on_message(text)`` and ``on_state(state)`` are called on the loop that called
+    ``ice_timeout_s`` bounds the wait for ICE and DTLS after the answer; when it runs out, or ICE
+    fails, or the answer is unusable, :meth:`connect` raises :class:`errors.WebRTCUnavailableError`
+    (a session with ``transport="auto"`` then falls back to WebSocket).
+
+    ``on_message(text)`` and ``on_state(state, reason)`` are called on the loop that called
     :meth:`connect`.
     """
+
+    kind: TransportKind = "webrtc"
 
     def __init__(
         self,
@@ -142,21 +134,21 @@ class WebRTCTransport:
         model: str | None = None,
         ice_servers: list[RTCIceServer] | None = None,
         loopback_only: bool | None = None,
-        packet_source: PacketSource | None = None,
-        packet_due_ns: Callable[[], int | None] | None = None,
-        rtp_sink: RtpSink | None = None,
+        uplink: PacketSource | None = None,
+        downlink: RtpSink | None = None,
         track: MediaStreamTrack | None = None,
         http_timeout_s: float = 10.0,
         connect_timeout_s: float = 15.0,
+        ice_timeout_s: float = 5.0,
         on_message: Callable[[str], None] | None = None,
-        on_state: Callable[[str], None] | None = None,
+        on_state: Callable[[str, str | None], None] | None = None,
     ) -> None:
         if api_version not in ("ga", "beta"):
             raise ValueError(f"api_version must be 'ga' or 'beta', not {api_version!r}")
         if api_version == "beta" and not model:
             raise ValueError("the beta interface needs a model (POST /realtime?model=...)")
-        if packet_source is not None and track is not None:
-            raise ValueError("give packet_source or track, not both")
+        if uplink is not None and track is not None:
+            raise ValueError("give uplink or track, not both")
         self.base_url = base_url.rstrip("/")
         self.api_version = api_version
         self.model = model
@@ -164,12 +156,12 @@ class WebRTCTransport:
         # No STUN by default: a Realtime server has public host candidates, so the client's host
         # candidates plus peer-reflexive discovery suffice, and nothing waits on STUN.
         self.ice_servers = list(ice_servers) if ice_servers is not None else []
-        self._packet_source = packet_source
-        self._packet_due_ns = packet_due_ns
-        self._rtp_sink = rtp_sink
+        self._uplink = uplink
+        self._downlink = downlink
         self._track = track
         self._http_timeout_s = http_timeout_s
         self._connect_timeout_s = connect_timeout_s
+        self._ice_timeout_s = ice_timeout_s
         self._on_message = on_message
         self._on_state = on_state
 
@@ -177,12 +169,14 @@ class WebRTCTransport:
         self.call_id: str | None = None
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         self.state: TransportState = "new"
+        self.reason: str | None = None
         self.local_sdp: str | None = None
         self.remote_sdp: str | None = None
         self.messages_received = 0
         self.messages_sent = 0
         self.rtp_tap: RtpTap | None = None
         self.outbound_track: MediaStreamTrack | None = None
+        self.remote_ice_lite = False
 
         self._rtc: RtcThread | None = None
         self._app_loop: asyncio.AbstractEventLoop | None = None
@@ -225,8 +219,8 @@ class WebRTCTransport:
         self._hangup_key = Secret(hangup) if hangup else None
         try:
             await self._rtc.run(self._connect_on_rtc(key, session if multipart else None))
-        except BaseException:
-            self._set_state("failed")
+        except BaseException as exc:
+            self._set_state("failed", errors.redact(str(exc)) or type(exc).__name__)
             await self._shutdown()
             raise
         self._set_state("connected")
@@ -266,18 +260,27 @@ class WebRTCTransport:
         if self.state != "failed":
             self._set_state("closed")
 
+    def set_loss_hint(self, percent: int) -> None:
+        """The encoder belongs to the RTC thread: the call is made there."""
+        uplink = self._uplink
+        setter = getattr(uplink, "set_packet_loss_perc", None)
+        if self._rtc is not None and setter is not None:
+            self._rtc.call_soon(setter, int(min(max(percent, 0), 100)))
+
     @property
     def rtc_thread(self) -> RtcThread | None:
         return self._rtc
 
     # ------------------------------------------------------------------ internals
 
-    def _set_state(self, state: TransportState) -> None:
+    def _set_state(self, state: TransportState, reason: str | None = None) -> None:
         if self.state == state or self.state in ("closed",):
             return
         self.state = state
+        if reason is not None:
+            self.reason = reason
         if self._on_state is not None:
-            self._on_state(state)
+            self._on_state(state, reason)
 
     def _to_app(self, callback: Callable[..., None], *args: Any) -> None:
         loop = self._app_loop
@@ -293,7 +296,7 @@ class WebRTCTransport:
     def _lost(self, reason: str) -> None:
         if self.state == "connected" and not self._closed:
             logger.warning("WebRTC transport lost: %s", reason)
-            self._set_state("failed")
+            self._set_state("failed", reason)
 
     async def _shutdown(self) -> None:
         rtc = self._rtc
@@ -329,8 +332,8 @@ class WebRTCTransport:
                 self._to_app(self._lost, f"peer connection {state}")
 
         # The track, when there is one, is attached now: the offer must say sendrecv.
-        if self._packet_source is not None:
-            self.outbound_track = EncodedAudioTrack(self._packet_source, due_ns=self._packet_due_ns)
+        if self._uplink is not None:
+            self.outbound_track = EncodedAudioTrack(self._uplink)
         elif self._track is not None:
             self.outbound_track = self._track
         transceiver = pc.addTransceiver(self.outbound_track or "audio", direction="sendrecv")
@@ -341,8 +344,8 @@ class WebRTCTransport:
                 )
             ]
         )
-        if self._rtp_sink is not None:
-            self.rtp_tap = attach_rtp_sink(transceiver.receiver, self._rtp_sink)
+        if self._downlink is not None:
+            self.rtp_tap = attach_rtp_sink(transceiver.receiver, self._downlink)
 
         channel = pc.createDataChannel(DATA_CHANNEL_LABEL)
         self._channel = channel
@@ -381,14 +384,26 @@ class WebRTCTransport:
         self.remote_sdp = answer_sdp
         self.max_message_bytes = _parse_max_message_size(answer_sdp)
 
+        self.remote_ice_lite = any(
+            line.strip() == "a=ice-lite" for line in answer_sdp.splitlines()
+        )
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         except Exception as exc:  # aiortc raises ValueError and friends on a bad answer
-            raise errors.ProtocolError(f"the server's SDP answer was rejected: {exc}") from exc
+            raise errors.WebRTCUnavailableError(
+                f"the server's SDP answer was rejected: {exc}"
+            ) from exc
 
         deadline = time.perf_counter() + self._connect_timeout_s
         t0 = time.perf_counter()
-        await self._wait(pending, pending.connected, deadline, "ICE+DTLS")
+        try:
+            await self._wait(
+                pending, pending.connected, min(deadline, t0 + self._ice_timeout_s), "ICE+DTLS"
+            )
+        except errors.RtvoiceError as exc:
+            raise errors.WebRTCUnavailableError(
+                f"ICE/DTLS did not connect: {exc}"
+            ) from exc
         self.timings.ice_dtls_ms = _ms_since(t0)
         t0 = time.perf_counter()
         await self._wait(pending, pending.channel_open, deadline, "the data channel to open")
@@ -419,9 +434,7 @@ class WebRTCTransport:
             raise errors.TransportError(
                 f"connect failed while waiting for {what}: {pending.failure}"
             )
-        raise errors.TimeoutError(
-            f"timed out after {self._connect_timeout_s:g} s waiting for {what}"
-        )
+        raise errors.TimeoutError(f"timed out waiting for {what}")
 
     async def _post_offer(self, offer_sdp: str, key: str, session: Mapping[str, Any] | None) -> str:
         url = self._url()

@@ -1,0 +1,81 @@
+"""The transport interface: what a session needs from WebRTC and WebSocket alike.
+
+A transport carries JSON events both ways and the audio of the session's native
+:class:`rtvoice.Uplink` (which it drains on the uplink's sample clock, ``pop_due``) and
+:class:`rtvoice.Downlink` (which it feeds with received audio). It runs its network I/O on its own
+thread and loop, so blocking the application's loop never delays audio; ``on_message(text)`` and
+``on_state(state, reason)`` are called on the loop that called :meth:`Transport.connect`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
+
+__all__ = ["ConnectTimings", "Transport", "TransportKind", "TransportState"]
+
+TransportKind = Literal["webrtc", "websocket"]
+TransportState = Literal["new", "connecting", "connected", "closed", "failed"]
+
+
+@dataclass
+class ConnectTimings:
+    """Connect-time breakdown in milliseconds (None: the phase did not run or has not ended).
+
+    WebRTC runs every phase; WebSocket has no ICE, SDP or data channel: its handshake is
+    ``sdp_post_ms`` 's place, reported as ``handshake_ms``.
+    """
+
+    key_ms: float | None = None
+    ice_gathering_ms: float | None = None
+    sdp_post_ms: float | None = None
+    ice_dtls_ms: float | None = None
+    data_channel_ms: float | None = None
+    handshake_ms: float | None = None
+    session_created_ms: float | None = None
+    total_ms: float | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+class Transport(Protocol):
+    """One connection to a Realtime API server (WebRTC or WebSocket)."""
+
+    kind: TransportKind
+    state: TransportState
+    timings: ConnectTimings
+    call_id: str | None
+    max_message_bytes: int
+    # Why the transport failed or closed, when it did.
+    reason: str | None
+
+    async def connect(
+        self,
+        *,
+        key: str,
+        session: Mapping[str, Any] | None = None,
+        multipart: bool | None = None,
+        hangup_key: str | None = None,
+    ) -> None:
+        """Open the connection and wait until ready (``session.created`` received)."""
+        ...
+
+    async def send_text(self, text: str) -> None:
+        """Send one JSON event; raises :class:`rtvoice.errors.TransportError` if it cannot."""
+        ...
+
+    async def get_stats(self) -> dict[str, Any]:
+        """Network statistics with the same names on every transport: ``rtt_ms``,
+        ``packets_sent``, ``packets_received``, ``packets_lost``, ``jitter_ms``, and
+        ``remote_fraction_lost`` where the peer reports it."""
+        ...
+
+    def set_loss_hint(self, percent: int) -> None:
+        """Expected loss for the uplink's FEC (applied on the thread that owns the encoder)."""
+        ...
+
+    async def close(self) -> None:
+        """Hang up and release every thread, task and socket. Idempotent."""
+        ...

@@ -1,0 +1,410 @@
+"""WebSocket transport: JSON events and base64 PCM16 audio over one aiohttp WebSocket.
+
+Like the WebRTC transport it runs on a private :class:`~rtvoice.rtc.thread.RtcThread` loop, so
+a blocked application loop never delays audio. On that loop:
+
+- the sender drains the native :class:`rtvoice.Uplink` (``mode="pcm16"``, 24 kHz) on its sample
+  clock with ``pop_due`` and sends ``input_audio_buffer.append`` every ``chunk_ms`` (a multiple of
+  20 ms). The uplink sends silence when the app has nothing, as a microphone would;
+- the reader hands ``response.output_audio.delta`` (beta: ``response.audio.delta``) PCM16 to the
+  native :class:`rtvoice.Downlink` (``mode="pcm16"``), which buffers TCP bursts with a small
+  prebuffer and counts underruns, and passes every other event to the session. Audio deltas are
+  not passed on: the audio goes to the speaker, as on WebRTC; :attr:`audio_samples_by_item`
+  counts what was received per item (barge-in never truncates past it);
+- WebSocket pings measure the round-trip time.
+
+GA: ``wss://…/v1/realtime?model=…`` with ``Authorization: Bearer`` (standard or ephemeral key);
+the beta interface adds ``OpenAI-Beta: realtime=v1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import contextlib
+import json
+import logging
+import os
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Protocol
+
+import aiohttp
+import numpy as np
+
+from rtvoice import errors
+from rtvoice.rtc.thread import RtcThread
+from rtvoice.transports.base import ConnectTimings, TransportKind, TransportState
+
+__all__ = ["WebSocketTransport", "websocket_url"]
+
+logger = logging.getLogger(__name__)
+
+FRAME_MS = 20
+AUDIO_DELTA_TYPES = ("response.output_audio.delta", "response.audio.delta")
+# Bounded per-item received-audio bookkeeping (barge-in needs only the current item).
+_ITEMS_KEPT = 64
+
+
+class PcmUplink(Protocol):
+    def pop_due(self, now_ns: int) -> tuple[bytes, int, int] | None: ...
+
+    @property
+    def next_due_ns(self) -> int | None: ...
+
+
+class PcmDownlink(Protocol):
+    def push_pcm(self, pcm: Any) -> int: ...
+
+
+def websocket_url(base_url: str, *, model: str | None) -> str:
+    """``http(s)://host/v1`` -> ``ws(s)://host/v1/realtime?model=...``."""
+    parts = urllib.parse.urlsplit(base_url.rstrip("/"))
+    scheme = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}.get(parts.scheme)
+    if scheme is None:
+        raise errors.ConfigurationError(f"base_url must be http(s) or ws(s), not {parts.scheme!r}")
+    query = urllib.parse.urlencode({"model": model}) if model else ""
+    return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path + "/realtime", query, ""))
+
+
+class WebSocketTransport:
+    """One WebSocket connection to a Realtime API server.
+
+    ``on_message(text)`` and ``on_state(state, reason)`` are called on the loop that called
+    :meth:`connect`. When :meth:`connect` is given a ``session``, it is sent as
+    ``session.update`` right after ``session.created`` (a standard key carries no session).
+    """
+
+    kind: TransportKind = "websocket"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_version: Literal["ga", "beta"] = "ga",
+        model: str | None = None,
+        uplink: PcmUplink | None = None,
+        downlink: PcmDownlink | None = None,
+        chunk_ms: int = 20,
+        http_timeout_s: float = 10.0,
+        connect_timeout_s: float = 15.0,
+        ping_interval_s: float = 5.0,
+        on_message: Callable[[str], None] | None = None,
+        on_state: Callable[[str, str | None], None] | None = None,
+    ) -> None:
+        if api_version not in ("ga", "beta"):
+            raise ValueError(f"api_version must be 'ga' or 'beta', not {api_version!r}")
+        if chunk_ms % FRAME_MS or chunk_ms <= 0:
+            raise ValueError(f"chunk_ms must be a positive multiple of 20, not {chunk_ms}")
+        self.base_url = base_url.rstrip("/")
+        self.api_version = api_version
+        self.model = model
+        self.url = websocket_url(self.base_url, model=model)
+        self._uplink = uplink
+        self._downlink = downlink
+        self.chunk_ms = chunk_ms
+        self._http_timeout_s = http_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._ping_interval_s = ping_interval_s
+        self._on_message = on_message
+        self._on_state = on_state
+
+        self.timings = ConnectTimings()
+        self.call_id: str | None = None
+        self.max_message_bytes = 0  # no SCTP limit on WebSocket
+        self.state: TransportState = "new"
+        self.reason: str | None = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.messages_received = 0
+        self.messages_sent = 0
+        self.audio_chunks_sent = 0
+        self.audio_bytes_sent = 0
+        self.audio_deltas_received = 0
+        self.audio_samples_received = 0
+        self.bad_audio_deltas = 0
+        self.rtt_ms: float | None = None
+        self.audio_samples_by_item: collections.OrderedDict[str, int] = collections.OrderedDict()
+
+        self._rtc: RtcThread | None = None
+        self._app_loop: asyncio.AbstractEventLoop | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._closed = False
+        self._created: asyncio.Event | None = None
+        self._ping_sent: dict[bytes, int] = {}
+
+    # ------------------------------------------------------------------ application side
+
+    async def connect(
+        self,
+        *,
+        key: str,
+        session: Mapping[str, Any] | None = None,
+        multipart: bool | None = None,
+        hangup_key: str | None = None,
+    ) -> None:
+        """Open the WebSocket and wait for ``session.created``."""
+        del multipart, hangup_key  # WebRTC notions; closing the socket ends the session
+        if self.state != "new":
+            raise errors.SessionError(f"connect() called on a transport in state {self.state!r}")
+        self._app_loop = asyncio.get_running_loop()
+        self._set_state("connecting")
+        self._rtc = RtcThread(name="rtvoice-ws")
+        try:
+            await self._rtc.run(self._connect_on_rtc(key, session))
+        except BaseException as exc:
+            self._set_state("failed", errors.redact(str(exc)) or type(exc).__name__)
+            await self._shutdown()
+            raise
+        self._set_state("connected")
+
+    async def send_text(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"send_text() takes str, not {type(text).__name__}")
+        if self.state != "connected" or self._rtc is None:
+            raise errors.TransportError(f"cannot send: transport is {self.state}")
+        await self._rtc.run(self._send_on_rtc(text))
+        self.messages_sent += 1
+
+    async def get_stats(self) -> dict[str, Any]:
+        return {
+            "rtt_ms": self.rtt_ms,
+            "packets_sent": self.audio_chunks_sent,
+            "bytes_sent": self.audio_bytes_sent,
+            "packets_received": self.audio_deltas_received,
+            "packets_lost": 0,
+            "jitter_ms": None,
+        }
+
+    def set_loss_hint(self, percent: int) -> None:
+        """No FEC on WebSocket (TCP does not lose)."""
+        del percent
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._shutdown()
+        if self.state != "failed":
+            self._set_state("closed")
+
+    @property
+    def rtc_thread(self) -> RtcThread | None:
+        return self._rtc
+
+    # ------------------------------------------------------------------ internals
+
+    def _set_state(self, state: TransportState, reason: str | None = None) -> None:
+        if self.state == state or self.state == "closed":
+            return
+        self.state = state
+        if reason is not None:
+            self.reason = reason
+        if self._on_state is not None:
+            self._on_state(state, reason)
+
+    def _to_app(self, callback: Callable[..., None], *args: Any) -> None:
+        loop = self._app_loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(callback, *args)
+
+    def _deliver(self, text: str) -> None:
+        self.messages_received += 1
+        if self._on_message is not None:
+            self._on_message(text)
+
+    def _lost(self, reason: str) -> None:
+        if self.state == "connected" and not self._closed:
+            logger.warning("WebSocket transport lost: %s", reason)
+            self._set_state("failed", reason)
+
+    async def _shutdown(self) -> None:
+        rtc = self._rtc
+        if rtc is None:
+            return
+        with contextlib.suppress(Exception):
+            await rtc.run(self._close_on_rtc())
+        await asyncio.get_running_loop().run_in_executor(None, rtc.stop)
+
+    async def _connect_on_rtc(self, key: str, session: Mapping[str, Any] | None) -> None:
+        start = time.perf_counter()
+        headers = {"Authorization": f"Bearer {key}"}
+        if self.api_version == "beta":
+            headers["OpenAI-Beta"] = "realtime=v1"
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=self._http_timeout_s)
+        )
+        path = urllib.parse.urlsplit(self.url).path
+        try:
+            self._ws = await self._http.ws_connect(
+                self.url,
+                headers=headers,
+                autoping=False,
+                max_msg_size=0,
+                compress=0,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise errors.error_from_response(
+                exc.status, {"error": {"message": exc.message}}, context=f"GET {path}"
+            ) from exc
+        except asyncio.TimeoutError as exc:
+            raise errors.TimeoutError(
+                f"WebSocket {path} timed out after {self._http_timeout_s:g} s"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise errors.ConnectionError(f"WebSocket {path} failed: {exc}") from exc
+        self.timings.handshake_ms = (time.perf_counter() - start) * 1000.0
+        self._created = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._reader()))
+        t0 = time.perf_counter()
+        try:
+            await asyncio.wait_for(self._created.wait(), self._connect_timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise errors.TimeoutError(
+                f"timed out after {self._connect_timeout_s:g} s waiting for session.created"
+                + (f" ({self.reason})" if self.reason else "")
+            ) from exc
+        if self._ws.closed:
+            raise errors.TransportError(
+                f"the server closed the WebSocket before session.created: {self.reason}"
+            )
+        self.timings.session_created_ms = (time.perf_counter() - t0) * 1000.0
+        if session is not None:
+            update = {"type": "session.update", "session": dict(session)}
+            await self._ws.send_str(json.dumps(update, separators=(",", ":")))
+            self.messages_sent += 1
+        if self._uplink is not None:
+            self._tasks.append(loop.create_task(self._sender()))
+        self._tasks.append(loop.create_task(self._pinger()))
+        self.timings.total_ms = (time.perf_counter() - start) * 1000.0
+
+    async def _reader(self) -> None:
+        ws = self._ws
+        assert ws is not None and self._created is not None
+        try:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    self._on_text(msg.data)
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    self._on_text(bytes(msg.data).decode("utf-8", "replace"))
+                elif msg.type == aiohttp.WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type == aiohttp.WSMsgType.PONG:
+                    sent = self._ping_sent.pop(bytes(msg.data), None)
+                    if sent is not None:
+                        self.rtt_ms = (time.monotonic_ns() - sent) / 1e6
+        except Exception as exc:  # a broken socket: reported below as a loss
+            self.reason = f"WebSocket read failed: {exc}"
+        self.close_code = ws.close_code
+        ext = ws.extra if isinstance(getattr(ws, "extra", None), str) else None
+        self.close_reason = ext
+        self.reason = self.reason or (
+            f"the server closed the WebSocket (code {ws.close_code}"
+            + (f", {ext}" if ext else "")
+            + ")"
+        )
+        self._created.set()  # a close before session.created ends the wait
+        self._to_app(self._lost, self.reason)
+
+    def _on_text(self, text: str) -> None:
+        assert self._created is not None
+        # Only audio deltas contain this (transcript deltas end in "transcript.delta").
+        if 'audio.delta"' in text and self._on_audio_delta(text):
+            return
+        if not self._created.is_set() and '"session.created"' in text[:200]:
+            self._created.set()
+        self._to_app(self._deliver, text)
+
+    def _on_audio_delta(self, text: str) -> bool:
+        """Network thread: PCM16 into the Downlink. False: not an audio delta after all."""
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return False
+        if not isinstance(event, dict) or event.get("type") not in AUDIO_DELTA_TYPES:
+            return False
+        try:
+            pcm = np.frombuffer(base64.b64decode(str(event.get("delta", "")), validate=True), "<i2")
+        except (binascii.Error, ValueError):
+            self.bad_audio_deltas += 1
+            return True
+        self.audio_deltas_received += 1
+        self.audio_samples_received += int(pcm.size)
+        item = event.get("item_id")
+        if isinstance(item, str):
+            self.audio_samples_by_item[item] = self.audio_samples_by_item.get(item, 0) + pcm.size
+            self.audio_samples_by_item.move_to_end(item)
+            while len(self.audio_samples_by_item) > _ITEMS_KEPT:
+                self.audio_samples_by_item.popitem(last=False)
+        if self._downlink is not None and pcm.size:
+            self._downlink.push_pcm(np.ascontiguousarray(pcm, dtype=np.int16))
+        return True
+
+    async def _sender(self) -> None:
+        """The uplink's clock on WebSocket: one append per chunk_ms of audio."""
+        uplink, ws = self._uplink, self._ws
+        assert uplink is not None and ws is not None
+        frames_per_chunk = self.chunk_ms // FRAME_MS
+        chunk: list[bytes] = []
+        while not ws.closed:
+            now = time.monotonic_ns()
+            try:
+                while (item := uplink.pop_due(now)) is not None:
+                    chunk.append(item[0])
+                    if len(chunk) >= frames_per_chunk:
+                        audio = b"".join(chunk)
+                        chunk.clear()
+                        event = {
+                            "type": "input_audio_buffer.append",
+                            "audio": base64.b64encode(audio).decode("ascii"),
+                        }
+                        await ws.send_str(json.dumps(event, separators=(",", ":")))
+                        self.audio_chunks_sent += 1
+                        self.audio_bytes_sent += len(audio)
+                due = uplink.next_due_ns
+            except (ConnectionResetError, aiohttp.ClientError, RuntimeError) as exc:
+                self.reason = self.reason or f"WebSocket send failed: {exc}"
+                return
+            delay_s = 0.02 if due is None else min(max((due - time.monotonic_ns()) / 1e9, 0), 0.02)
+            await asyncio.sleep(delay_s)
+
+    async def _pinger(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        while not ws.closed:
+            payload = os.urandom(8)
+            self._ping_sent = {payload: time.monotonic_ns()}
+            with contextlib.suppress(ConnectionResetError, aiohttp.ClientError, RuntimeError):
+                await ws.ping(payload)
+            await asyncio.sleep(self._ping_interval_s)
+
+    async def _send_on_rtc(self, text: str) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise errors.TransportError("cannot send: the WebSocket is closed")
+        try:
+            await ws.send_str(text)
+        except (ConnectionResetError, aiohttp.ClientError, RuntimeError) as exc:
+            raise errors.TransportError(f"WebSocket send failed: {exc}") from exc
+
+    async def _close_on_rtc(self) -> None:
+        if self._ws is not None and not self._ws.closed:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None

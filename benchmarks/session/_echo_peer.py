@@ -111,8 +111,11 @@ class EchoPeer:
         @pc.on("datachannel")
         def _on_channel(channel: Any) -> None:
             def created() -> None:
-                event = {"type": "session.created", "event_id": "event_1",
-                         "session": {"type": "realtime", "id": "sess_echo"}}
+                event = {
+                    "type": "session.created",
+                    "event_id": "event_1",
+                    "session": {"type": "realtime", "id": "sess_echo"},
+                }
                 channel.send(json.dumps(event))
 
             if channel.readyState == "open":
@@ -144,8 +147,15 @@ class EchoPeer:
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=0, compress=False)
         await ws.prepare(request)
-        await ws.send_str(json.dumps({"type": "session.created", "event_id": "event_1",
-                                      "session": {"type": "realtime", "id": "sess_echo"}}))
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "session.created",
+                    "event_id": "event_1",
+                    "session": {"type": "realtime", "id": "sess_echo"},
+                }
+            )
+        )
         n = 0
         async for msg in ws:
             if msg.type != web.WSMsgType.TEXT or '"input_audio_buffer.append"' not in msg.data:
@@ -154,9 +164,15 @@ class EchoPeer:
             if event.get("type") != "input_audio_buffer.append":
                 continue
             n += 1
-            delta = {"type": "response.output_audio.delta", "event_id": f"event_{n}",
-                     "response_id": "resp_1", "item_id": "item_1", "output_index": 0,
-                     "content_index": 0, "delta": event["audio"]}
+            delta = {
+                "type": "response.output_audio.delta",
+                "event_id": f"event_{n}",
+                "response_id": "resp_1",
+                "item_id": "item_1",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": event["audio"],
+            }
             await ws.send_str(json.dumps(delta, separators=(",", ":")))
         return ws
 

@@ -4,8 +4,9 @@ Both clients send 20 ms Opus packets to the same peer, which runs in its own pro
 arrival times; the figure is the distribution of intervals between consecutive arrivals (ideal:
 20 ms each).
 
-- rtvoice: WebRTCTransport + Uplink (packets released on the sample clock, on the transport's own
-  thread and loop).
+- rtvoice: a real ``rtvoice.connect(..., transport="webrtc")`` session: the native
+  ``rtvoice.Uplink`` (Opus, sample clock) drained with ``pop_due`` by the transport on its own
+  thread and loop; the app queues the whole tone up front with ``session.push_audio``.
 - aiortc: a stock RTCPeerConnection on the application's loop with aiortc's own AudioStreamTrack
   (paced with asyncio.sleep) and aiortc's Opus encoder.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import platform
 import time
 from typing import Any
 
@@ -30,9 +32,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
 import rtvoice
-from rtvoice.audio.engine import Uplink
 from rtvoice.rtc.loopback import restrict_to_loopback
-from rtvoice.transports.webrtc import WebRTCTransport
 
 try:
     from . import _peer
@@ -53,22 +53,24 @@ async def blocker(mode: str, stop: asyncio.Event) -> None:
             time.sleep(0.015)
 
 
-async def run_rtvoice(base_url: str, seconds: float, mode: str) -> None:
-    uplink = Uplink()
-    transport = WebRTCTransport(
-        base_url=base_url, packet_source=uplink, packet_due_ns=uplink.next_due_ns
-    )
-    await transport.connect(key=KEY)
+async def run_rtvoice(base_url: str, seconds: float, mode: str) -> dict[str, Any]:
     tone = (0.2 * np.sin(2 * np.pi * 220 * np.arange(int(48000 * seconds)) / 48000)).astype(
         np.float32
     )
-    uplink.push(tone, 48000)
-    stop = asyncio.Event()
-    task = asyncio.ensure_future(blocker(mode, stop))
-    await asyncio.sleep(seconds)
-    stop.set()
-    await task
-    await transport.close()
+    async with rtvoice.connect(
+        base_url=base_url,
+        api_key=KEY,
+        transport="webrtc",
+        record_output=False,
+        input_buffer_s=max(10.0, seconds + 2.0),
+    ) as session:
+        session.push_audio(tone, 48000)
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(blocker(mode, stop))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await task
+        return dict(session.metrics.uplink)
 
 
 async def run_aiortc(base_url: str, seconds: float, mode: str) -> None:
@@ -124,8 +126,9 @@ async def main(seconds: float, modes: list[str]) -> dict[str, Any]:
     index = 0
     try:
         for mode in modes:
-            await run_rtvoice(base_url, seconds, mode)
+            up = await run_rtvoice(base_url, seconds, mode)
             results[f"rtvoice/{mode}"] = describe(intervals_ms(await arrivals(debug_url, index)))
+            results[f"rtvoice/{mode}"]["clock_resets"] = float(up["clock_resets"])
             index += 1
             await run_aiortc(base_url, seconds, mode)
             results[f"aiortc/{mode}"] = describe(intervals_ms(await arrivals(debug_url, index)))
@@ -140,15 +143,19 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--modes", default="none,busy,sleep")
     args = parser.parse_args()
-    print(f"rtvoice {rtvoice.__version__}, aiortc {aiortc.__version__}, numpy {np.__version__}")
+    print(
+        f"rtvoice {rtvoice.__version__}, aiortc {aiortc.__version__}, aiohttp "
+        f"{aiohttp.__version__}, numpy {np.__version__}, Python {platform.python_version()}"
+    )
     print("RTP inter-arrival intervals at the peer; the app blocks its loop 15 ms every 100 ms")
     res = asyncio.run(main(args.seconds, args.modes.split(",")))
-    header = ("client/blocking", "pkts", "p50 ms", "p99 ms", "max ms", ">30ms %")
-    print("  {:18} {:>5} {:>7} {:>7} {:>7} {:>8}".format(*header))
+    header = ("client/blocking", "pkts", "p50 ms", "p99 ms", "max ms", ">30ms %", "resets")
+    print("  {:18} {:>5} {:>7} {:>7} {:>7} {:>8} {:>7}".format(*header))
     for name, s in res.items():
         print(
             f"  {name:18} {s['packets']:5.0f} {s['p50_ms']:7.1f} {s['p99_ms']:7.1f}"
             f" {s['max_ms']:7.1f} {s['over_30ms_pct']:8.1f}"
+            f" {s.get('clock_resets', '-'):>7}"
         )
     for mode in args.modes.split(","):
         a, b = res[f"rtvoice/{mode}"], res[f"aiortc/{mode}"]

@@ -328,9 +328,11 @@ def table(results: list[Result]) -> None:
         )
     print()
     for r in results:
-        lag = f"pump lag p50/max {r.pump_lag_ms[0]:.1f}/{r.pump_lag_ms[1]:.1f} ms; " if (
-            r.pump_lag_ms[1]
-        ) else ""
+        lag = (
+            f"pump lag p50/max {r.pump_lag_ms[0]:.1f}/{r.pump_lag_ms[1]:.1f} ms; "
+            if (r.pump_lag_ms[1])
+            else ""
+        )
         print(f"  {r.name}: {lag}{r.notes}")
 
 
@@ -343,7 +345,10 @@ async def main(seconds: float, loss: float, seed: int) -> list[Result]:
         for chunk in (20, 40, 100):
             results.append(
                 await run_rtvoice(
-                    f"rtvoice WebSocket, ws_chunk_ms={chunk}", clean_url, "websocket", seconds,
+                    f"rtvoice WebSocket, ws_chunk_ms={chunk}",
+                    clean_url,
+                    "websocket",
+                    seconds,
                     ws_chunk_ms=chunk,
                 )
             )

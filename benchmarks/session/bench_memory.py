@@ -1,0 +1,276 @@
+"""Resident memory per idle session: N sessions in one process against one simulator.
+
+The simulator (``python -m rtvoice.cli serve-sim``) runs in its own process. Each measurement
+runs in a fresh child process: import rtvoice and aiortc, create the event loop, read VmRSS
+(the baseline), open N sessions one after the other (standard key, so each mints an ephemeral
+key first on WebRTC), wait until all are connected and idle for ``--idle`` seconds (the uplinks
+send silence, as a live microphone would), read VmRSS again. Per session = (after - baseline) / N.
+
+Rows: each transport with the defaults, and with ``record_output=False, input_buffer_s=1``
+("lean"), which removes two of the largest native buffers (the sizes are printed per row:
+see :func:`native_buffer_bytes`). ``--trace`` adds a tracemalloc run per
+transport (Python-heap allocations by file, per session); what RSS grows beyond that is native
+(rings, codec state, libsrtp/OpenSSL, thread stacks and malloc arenas).
+
+Run: python benchmarks/session/bench_memory.py [--n 20] [--idle 3] [--trace]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+TARGET_MB = 8.0
+
+
+def rss_kb() -> int:
+    return _status_kb("VmRSS")
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def threads() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
+def native_buffer_bytes(transport: str, input_buffer_s: float, record_output_s: float) -> int:
+    """What a session's native buffers allocate (and zero-fill, so they are resident from the
+    start): the Uplink's input ring (float32 at the transport rate), the recording ring and the
+    PlayoutDriver ring (float32 at 48 kHz, frames rounded up to a power of two), the Downlink's
+    packet queue (512 slots of 1500 bytes, in both modes), and the jitter buffer (128 packets,
+    WebRTC) or the PCM16 ring (60 s at 24 kHz, WebSocket)."""
+
+    def pow2(n: int) -> int:
+        return 1 << (n - 1).bit_length()
+
+    rate = 48000 if transport == "webrtc" else 24000
+    ring = pow2((rate // 1000 + 1) * int(input_buffer_s * 1000)) * 4
+    record = pow2(max(int(record_output_s * 48000), 2)) * 4 if record_output_s > 0 else 0
+    driver = pow2(24000) * 4
+    queue = 512 * 1500
+    receive = 128 * 1500 if transport == "webrtc" else pow2(24 * 60000) * 2
+    return ring + record + driver + queue + receive
+
+
+# --------------------------------------------------------------------------------- child
+
+
+def child(args: argparse.Namespace) -> None:
+    import aiortc  # noqa: F401  (part of the baseline)
+
+    import rtvoice
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    kwargs: dict[str, Any] = {}
+    if args.lean:
+        kwargs.update(record_output=False, input_buffer_s=1.0)
+
+    async def run() -> dict[str, Any]:
+        # One warm-up session is opened and closed first, so lazily imported modules and
+        # one-time native allocations are part of the baseline, not of the first session.
+        async with rtvoice.connect(
+            base_url=args.base_url, api_key=args.api_key, transport=args.transport, **kwargs
+        ):
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
+        import gc
+
+        gc.collect()
+        base = rss_kb()
+        base_threads = threads()
+        if args.trace:
+            import tracemalloc
+
+            tracemalloc.start(1)
+            snap0 = tracemalloc.take_snapshot()
+        sessions = []
+        t0 = time.monotonic()
+        for _ in range(args.n):
+            s = rtvoice.connect(
+                base_url=args.base_url, api_key=args.api_key, transport=args.transport, **kwargs
+            )
+            await s.open()
+            sessions.append(s)
+        connect_s = time.monotonic() - t0
+        assert all(s.state == "connected" for s in sessions)
+        assert all(s.transport.kind == args.transport for s in sessions)
+        await asyncio.sleep(args.idle)
+        assert all(s.state == "connected" for s in sessions), [s.state for s in sessions]
+        gc.collect()
+        after = rss_kb()
+        out: dict[str, Any] = {
+            "transport": args.transport,
+            "lean": args.lean,
+            "n": args.n,
+            "base_kb": base,
+            "after_kb": after,
+            "per_session_kb": (after - base) / args.n,
+            "threads_per_session": (threads() - base_threads) / args.n,
+            "python_threads": threading.active_count(),
+            "connect_s": connect_s,
+        }
+        if args.trace:
+            snap = tracemalloc.take_snapshot()
+            stats = snap.compare_to(snap0, "filename")
+            traced = sum(st.size_diff for st in stats)
+            out["traced_per_session_kb"] = traced / 1024 / args.n
+            top = []
+            for st in stats[:12]:
+                name = str(st.traceback).split("site-packages/")[-1].split("python3.11/")[-1]
+                top.append((name, st.size_diff / 1024 / args.n, st.count_diff / args.n))
+            out["top"] = top
+            tracemalloc.stop()
+        for s in sessions:
+            await s.close()
+        return out
+
+    result = loop.run_until_complete(run())
+    loop.close()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------------- parent
+
+
+def spawn_simulator() -> tuple[subprocess.Popen[str], str, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtvoice.cli", "serve-sim", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    url = re.search(r"base_url=(\S+)", proc.stdout.readline())
+    key = re.search(r"standard key: (\S+)", proc.stdout.readline())
+    if url is None or key is None:
+        proc.kill()
+        raise RuntimeError("the simulator did not start")
+    return proc, url.group(1), key.group(1)
+
+
+def run_child(
+    transport: str, lean: bool, trace: bool, n: int, idle: float, url: str, key: str
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        "--transport",
+        transport,
+        "--n",
+        str(n),
+        "--idle",
+        str(idle),
+        "--base-url",
+        url,
+        "--api-key",
+        key,
+    ]
+    if lean:
+        cmd.append("--lean")
+    if trace:
+        cmd.append("--trace")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return dict(json.loads(line[len("RESULT ") :]))
+    raise RuntimeError(f"child failed ({done.returncode}): {done.stderr[-2000:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--idle", type=float, default=3.0)
+    parser.add_argument("--trace", action="store_true", help="add tracemalloc runs")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--transport", default="webrtc", help=argparse.SUPPRESS)
+    parser.add_argument("--lean", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--api-key", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    import aiohttp
+    import aiortc
+    import numpy as np
+
+    import rtvoice
+
+    print(
+        f"rtvoice {rtvoice.__version__}, aiortc {aiortc.__version__}, aiohttp "
+        f"{aiohttp.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
+        f"glibc {'.'.join(map(str, os.confstr('CS_GNU_LIBC_VERSION').split()[-1:]))}"
+    )
+    print(
+        f"{args.n} sessions in one process, simulator in another; RSS after {args.idle:g} s idle "
+        "minus the baseline (rtvoice + aiortc imported, loop created, one warm-up session closed)"
+    )
+    t0 = time.monotonic()
+    sim, url, key = spawn_simulator()
+    rows = []
+    try:
+        for transport in ("webrtc", "websocket"):
+            for lean in (False, True):
+                rows.append(run_child(transport, lean, False, args.n, args.idle, url, key))
+        traces = []
+        if args.trace:
+            for transport in ("webrtc", "websocket"):
+                traces.append(run_child(transport, False, True, args.n, args.idle, url, key))
+    finally:
+        sim.terminate()
+        sim.wait(5)
+    print()
+    print(
+        "| transport | settings | baseline MB | after MB | per session MB | native buffers MB |"
+        " threads per session | target ≤ 8 MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        rings = (
+            native_buffer_bytes(r["transport"], 1.0, 0.0)
+            if r["lean"]
+            else native_buffer_bytes(r["transport"], 10.0, 10.0)
+        )
+        per = r["per_session_kb"] / 1024
+        settings = "record_output=False, input_buffer_s=1" if r["lean"] else "defaults"
+        print(
+            f"| {r['transport']} | {settings} | {r['base_kb'] / 1024:.1f} |"
+            f" {r['after_kb'] / 1024:.1f} | {per:.2f} | {rings / 2**20:.2f} |"
+            f" {r['threads_per_session']:.1f} | {'yes' if per <= TARGET_MB else 'no'} |"
+        )
+    for t in traces:
+        print()
+        print(
+            f"tracemalloc, {t['transport']}, defaults: RSS {t['per_session_kb'] / 1024:.2f} MB "
+            f"per session, of which Python heap {t['traced_per_session_kb'] / 1024:.2f} MB; "
+            "top files (KB per session, blocks per session):"
+        )
+        for name, kb, count in t["top"]:
+            print(f"  {kb:8.1f} KB {count:7.0f}  {name}")
+    print(f"  total {time.monotonic() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

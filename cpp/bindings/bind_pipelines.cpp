@@ -433,7 +433,7 @@ thread; ``flush``, ``stats`` and ``media_samples_played`` to any thread.
 )doc")
       .def(py::init([](int output_rate, int channels, const std::string& mode, int min_delay_ms,
                        int max_delay_ms, int start_delay_ms, bool fec, int queue_packets,
-                       int pcm_prebuffer_ms) {
+                       int pcm_prebuffer_ms, int pcm_ring_ms) {
              DownlinkConfig c;
              c.output_rate_hz = output_rate;
              c.channels = channels;
@@ -444,13 +444,15 @@ thread; ``flush``, ``stats`` and ``media_samples_played`` to any thread.
              c.jitter.fec = fec;
              c.queue_packets = queue_packets;
              c.pcm_prebuffer_ms = pcm_prebuffer_ms;
+             c.pcm_ring_ms = pcm_ring_ms;
              return std::make_unique<PyDownlink>(c);
            }),
            py::arg("output_rate"), py::arg("channels") = 1, py::arg("mode") = "opus", py::kw_only(),
            py::arg("min_delay_ms") = JitterBufferConfig{}.min_delay_ms,
            py::arg("max_delay_ms") = JitterBufferConfig{}.max_delay_ms,
            py::arg("start_delay_ms") = JitterBufferConfig{}.start_delay_ms, py::arg("fec") = true,
-           py::arg("queue_packets") = 512, py::arg("pcm_prebuffer_ms") = 60)
+           py::arg("queue_packets") = 512, py::arg("pcm_prebuffer_ms") = 60,
+           py::arg("pcm_ring_ms") = DownlinkConfig{}.pcm_ring_ms)
       .def("push_rtp", &PyDownlink::push_rtp, py::arg("seq"), py::arg("timestamp"),
            py::arg("payload"), py::arg("arrival_ns"),
            "Network thread: queues one RTP payload; False when it was dropped (counted).")

@@ -283,8 +283,12 @@ bool Uplink::pop_due(std::int64_t now_ns, std::uint8_t* out, std::size_t capacit
     const std::size_t ch = static_cast<std::size_t>(config_.channels);
     const std::size_t avail = ring_.available_frames();
     const std::int64_t late_ns = now_ns - due;
-    if (avail != 0 && late_ns < static_cast<std::int64_t>(config_.partial_wait_ms) * 1000000) {
-      return false;  // the producer is mid-frame: a short wait beats splitting speech with zeros
+    // The producer is mid-frame, or was sending and its next frame is a little late (a
+    // microphone whose callbacks fall near the due time): a short wait beats splitting speech
+    // with zeros, and beats a silence packet that would leave the input a frame behind.
+    if ((avail != 0 || last_was_input_) &&
+        late_ns < static_cast<std::int64_t>(config_.partial_wait_ms) * 1000000) {
+      return false;
     }
     if (avail == 0 && late_ns > static_cast<std::int64_t>(config_.max_lag_ms) * 1000000) {
       // Starved with nothing to send: bursting the missed silence would only add delay.
@@ -295,8 +299,10 @@ bool Uplink::pop_due(std::int64_t now_ns, std::uint8_t* out, std::size_t capacit
     std::fill(in_chunk_.begin() + static_cast<std::ptrdiff_t>(avail * ch), in_chunk_.end(), 0.0f);
     feed(in_chunk_.data(), input_frame_, false);
     (avail != 0 ? padded_frames_ : silent_frames_).fetch_add(1, std::memory_order_relaxed);
+    last_was_input_ = avail != 0;
   } else {
     input_frames_sent_.fetch_add(1, std::memory_order_relaxed);
+    last_was_input_ = true;
   }
   const bool got = pop_packet(out, capacity, info);
   ++due_index_;
@@ -381,8 +387,13 @@ static_assert(std::is_trivially_copyable_v<DownlinkStats>);
 Downlink::Downlink(const DownlinkConfig& config)
     : config_(config),
       decode_rate_hz_(0),
-      queue_(pow2_at_least(static_cast<std::size_t>(std::max(config.queue_packets, 2))),
-             static_cast<std::size_t>(std::max(config.jitter.max_payload_bytes, 1))),
+      // PCM mode takes no packets: its queue is the smallest there is.
+      queue_(config.mode == PipelineMode::Opus
+                 ? pow2_at_least(static_cast<std::size_t>(std::max(config.queue_packets, 2)))
+                 : 2,
+             config.mode == PipelineMode::Opus
+                 ? static_cast<std::size_t>(std::max(config.jitter.max_payload_bytes, 1))
+                 : 1),
       decode_frame_(0),
       published_(std::make_unique<Published>()) {
   check_rate(config.output_rate_hz, "output_rate");

@@ -105,6 +105,17 @@ def add_demo_parser(sub: Any) -> None:
     add_api_key_options(p, "key for --base-url")
     p.add_argument("--model", default="gpt-realtime")
     p.add_argument("--api-version", choices=["ga", "beta"], default="ga")
+    p.add_argument(
+        "--transport",
+        choices=["auto", "webrtc", "websocket"],
+        default="auto",
+        help="auto: WebRTC, falling back to WebSocket when WebRTC cannot connect",
+    )
+    p.add_argument(
+        "--block-ice",
+        action="store_true",
+        help="simulator: never answer ICE checks (shows the fallback to WebSocket)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no live status line")
     p.set_defaults(func=run_demo)
@@ -118,6 +129,7 @@ async def _start_simulator(args: argparse.Namespace) -> tuple[Any, str, str]:
     sim = simulator.Simulator(
         loss=args.loss, jitter_ms=args.jitter, seed=args.seed, beta=args.api_version == "beta"
     )
+    sim.faults.block_ice = bool(getattr(args, "block_ice", False))
     await sim.start()
     return sim, sim.base_url, sim.api_key
 
@@ -130,13 +142,17 @@ def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
     return f"{value}{unit}"
 
 
-def _status_line(m: Any) -> str:
+def _status_line(m: Any, playing: bool) -> str:
     jb = m.jitter_buffer
-    jb_text = _fmt(jb.get("buffer_delay_ms"), " ms", 0) if jb.get("playing") else "idle"
+    if m.transport != "webrtc":
+        jb_text = "pcm" if playing else "idle"  # WebSocket audio: a PCM buffer, no jitter buffer
+    else:
+        jb_text = _fmt(jb.get("current_delay_ms"), " ms", 0) if playing else "idle"
+    concealed_ms = jb.get("concealed_samples", 0) / 48.0
     return (
-        f"{m.state:<10} rtt {_fmt(m.rtt_ms, ' ms')}  jb {jb_text}"
-        f"  loss {m.loss_fraction * 100:.1f}%  fec {jb.get('fec_recovered', 0)}"
-        f"  concealed {jb.get('concealed_frames', 0)}  sent {m.packets_sent}"
+        f"{m.state:<10} {m.transport:<9} rtt {_fmt(m.rtt_ms, ' ms')}  jb {jb_text}"
+        f"  loss {m.loss_fraction * 100:.1f}%  fec {jb.get('fec_recovered_frames', 0)}"
+        f"  concealed {concealed_ms:.0f} ms  sent {m.packets_sent}"
         f"  recv {m.packets_received}"
     )
 
@@ -181,6 +197,9 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         model=args.model,
         api_version=args.api_version,
         instructions="You are a helpful voice assistant. Be brief.",
+        transport=args.transport,
+        # The whole run is recorded for --output (the default bound is a few seconds).
+        record_output_s=(args.seconds if args.seconds is not None else 30.0) + 10.0,
     )
     counts: dict[str, int] = {}
     transcripts: list[str] = []
@@ -195,7 +214,10 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         except errors.RtvoiceError as exc:
             raise CliError(f"could not connect to {base_url}: {exc}") from exc
         if live:
-            print(f"connected to {base_url} (call {session.transport.call_id})", file=log)
+            via = session.metrics.transport
+            fallback = session.metrics.transport_fallback
+            note = f" after WebRTC failed: {fallback}" if fallback else ""
+            print(f"connected to {base_url} over {via}{note}", file=log)
         session.attach_source(source)
         t_start = time.monotonic()
         limit_s = args.seconds if args.seconds is not None else 30.0
@@ -212,14 +234,19 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                     finished.set()
 
         async def status() -> None:
+            media_before = 0
             while True:
                 m = await session.refresh_metrics()
-                uplink_samples.append(session.uplink.queued_samples / 48.0)
-                if m.jitter_buffer.get("playing"):
-                    jb_delays.append(float(m.jitter_buffer["buffer_delay_ms"]))
+                up = session.uplink
+                uplink_samples.append(m.uplink["pending_input_frames"] * 1000.0 / up.input_rate)
+                media = int(m.downlink["media_samples_played"])
+                playing = media > media_before  # received audio played since the last poll
+                media_before = media
+                if playing and m.transport == "webrtc":
+                    jb_delays.append(float(m.jitter_buffer["current_delay_ms"]))
                 if live:
                     end = "\r" if log.isatty() else "\n"
-                    print(_status_line(m), end=end, file=log, flush=True)
+                    print(_status_line(m, playing), end=end, file=log, flush=True)
                 done_clip = source.done.is_set()
                 if args.seconds is None and done_clip and heard_reply:
                     # Let the tail of the reply play out of the jitter buffer.
@@ -233,7 +260,10 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
 
         consumer = asyncio.ensure_future(consume())
         reporter = asyncio.ensure_future(status())
-        await finished.wait()
+        finish = asyncio.ensure_future(finished.wait())
+        # A failure of the status loop ends the demo with its error rather than a hang.
+        await asyncio.wait({finish, reporter}, return_when=asyncio.FIRST_COMPLETED)
+        finish.cancel()
         reporter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
@@ -254,7 +284,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
 
     played = session.read_audio()
     if args.output:
-        write_wav(args.output, played, session.downlink.output_rate_hz)
+        write_wav(args.output, played, session.output_rate_hz)
     queued_ms = float(np.median(uplink_samples)) if uplink_samples else 0.0
     jb_delay_ms = float(np.median(jb_delays)) if jb_delays else 0.0
     jb = metrics.jitter_buffer
@@ -264,6 +294,8 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         "ok": True,
         "server": "simulator" if sim is not None else base_url,
         "call_id": session.transport.call_id,
+        "transport": metrics.transport,
+        "transport_fallback": metrics.transport_fallback,
         "seconds": round(elapsed_s, 2),
         "connect_ms": {k: (None if v is None else round(v, 1)) for k, v in metrics.connect.items()},
         "packets_sent": metrics.packets_sent,
@@ -272,14 +304,16 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         "loss_percent": round(metrics.loss_fraction * 100, 2),
         "rtt_ms": None if metrics.rtt_ms is None else round(metrics.rtt_ms, 2),
         "jitter_ms": None if metrics.jitter_ms is None else round(metrics.jitter_ms, 2),
-        "fec_recovered": jb["fec_recovered"],
-        "concealed_frames": jb["concealed_frames"],
+        "fec_recovered_frames": jb["fec_recovered_frames"],
+        "concealed_ms": round(jb["concealed_samples"] / 48.0, 1),
         "concealment_events": jb["concealment_events"],
-        "frames_decoded": jb["frames_decoded"],
+        "tail_concealed_ms": round(jb["tail_concealed_samples"] / 48.0, 1),
+        "pcm_underruns": metrics.downlink["pcm_underruns"],
+        "late_playout_ticks": metrics.playout.get("late_ticks", 0),
         "jitter_buffer_delay_ms": round(jb_delay_ms, 1),
         "uplink_queue_ms": round(queued_ms, 1),
         "mouth_to_ear_ms": None if m2e is None else round(m2e, 1),
-        "played_seconds": round(played.size / session.downlink.output_rate_hz, 2),
+        "played_seconds": round(played.size / session.output_rate_hz, 2),
         "output": str(args.output) if args.output else None,
         "events": counts,
         "transcripts": transcripts,
@@ -290,6 +324,10 @@ def _print_summary(s: dict[str, Any]) -> None:
     c = s["connect_ms"]
     print("rtvoice demo summary")
     print(f"  server            {s['server']} (call {s['call_id']})")
+    via = s["transport"] + (
+        f" (fell back from WebRTC: {s['transport_fallback']})" if s["transport_fallback"] else ""
+    )
+    print(f"  transport         {via}")
     print(
         "  connect           "
         f"total {_fmt(c['total_ms'], ' ms')} = key {_fmt(c['key_ms'], ' ms')}"
@@ -297,6 +335,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         f" + SDP POST {_fmt(c['sdp_post_ms'], ' ms')}"
         f" + ICE/DTLS {_fmt(c['ice_dtls_ms'], ' ms')}"
         f" + data channel {_fmt(c['data_channel_ms'], ' ms')}"
+        f" + WebSocket handshake {_fmt(c.get('handshake_ms'), ' ms')}"
         f" + session.created {_fmt(c['session_created_ms'], ' ms')}"
     )
     print(
@@ -308,9 +347,10 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"jitter {_fmt(s['jitter_ms'], ' ms', 2)}"
     )
     print(
-        f"  playout           {s['frames_decoded']} frames decoded, "
-        f"{s['fec_recovered']} FEC recoveries, "
-        f"{s['concealed_frames']} concealed frames ({s['concealment_events']} events)"
+        f"  playout           {s['fec_recovered_frames']} FEC recoveries, "
+        f"{s['concealed_ms']} ms concealed ({s['concealment_events']} events), "
+        f"{s['tail_concealed_ms']} ms of talkspurt fade-outs, "
+        f"{s['pcm_underruns']} PCM underruns, {s['late_playout_ticks']} late playout ticks"
     )
     print(
         f"  mouth-to-ear      {_fmt(s['mouth_to_ear_ms'], ' ms')} "
@@ -394,7 +434,7 @@ async def _talk(args: argparse.Namespace) -> None:
         headless_playout=False,
     )
     recorded: list[Any] = []
-    speaker = SpeakerSink(session.downlink.output_rate_hz)
+    speaker = SpeakerSink(session.output_rate_hz)
 
     def pull(n: int) -> Any:
         pcm = session.downlink.pull(n, time.monotonic_ns())
@@ -425,7 +465,7 @@ async def _talk(args: argparse.Namespace) -> None:
         speaker.stop()
         await session.close()
     if args.output and recorded:
-        write_wav(args.output, np.concatenate(recorded), session.downlink.output_rate_hz)
+        write_wav(args.output, np.concatenate(recorded), session.output_rate_hz)
 
 
 def run_talk(args: argparse.Namespace) -> int:

@@ -153,7 +153,7 @@ class RealtimeSession:
     is unusable, the session falls back to WebSocket on its own and says so with a
     ``rtvoice.transport_fallback`` event and ``metrics.transport_fallback``).
 
-    Audio: ``output_rate_hz`` (8–48 kHz in whole kHz), ``audio_sink`` (called with float32 mono
+    Audio: ``output_rate_hz`` (8 to 48 kHz in whole kHz), ``audio_sink`` (called with float32 mono
     chunks on a pump thread, never on the playout clock), ``record_output_s`` (the bound of what
     :meth:`read_audio` returns; 0 turns recording off; overflow is counted in
     ``metrics.playout["record_dropped_samples"]``), ``input_buffer_s`` (the bound of audio queued
@@ -179,8 +179,8 @@ class RealtimeSession:
         output_rate_hz: int = 48000,
         audio_sink: Callable[[FloatArray], None] | None = None,
         record_output: bool = True,
-        record_output_s: float = 10.0,
-        input_buffer_s: float = 10.0,
+        record_output_s: float = 5.0,
+        input_buffer_s: float = 5.0,
         headless_playout: bool = True,
         jitter_target_ms: int = 60,
         opus_bitrate_bps: int = 32000,

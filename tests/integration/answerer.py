@@ -46,7 +46,9 @@ class EchoSource:
     def push_rtp(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> None:
         self.queue.append((payload, timestamp, seq))
 
-    def pop_packet(self) -> tuple[bytes, int, int] | None:
+    next_due_ns = None
+
+    def pop_due(self, now_ns: int) -> tuple[bytes, int, int] | None:
         return self.queue.popleft() if self.queue else None
 
 
@@ -205,7 +207,7 @@ class MiniAnswerer:
                 if self.echo:
                     echo = EchoSource()
                     attach_rtp_sink(transceiver.receiver, TeeSink(sink, echo))
-                    transceiver.sender.replaceTrack(EncodedAudioTrack(echo, poll_interval_s=0.001))
+                    transceiver.sender.replaceTrack(EncodedAudioTrack(echo, max_sleep_s=0.001))
                 else:
                     attach_rtp_sink(transceiver.receiver, sink)
                 if self.packet_source_factory is not None:

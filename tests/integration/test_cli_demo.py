@@ -40,10 +40,22 @@ def test_demo_runs_end_to_end_and_prints_a_json_summary(
 
 
 def test_demo_failure_is_one_clear_line_and_a_nonzero_status(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    status = main(["demo", "--base-url", "http://127.0.0.1:9/v1", "--api-key", "sk-test-0000"])
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0000")
+    status = main(["demo", "--base-url", "http://127.0.0.1:9/v1"])
     assert status == 1
     err = capsys.readouterr().err
     assert err.startswith("rtvoice demo: error: could not connect to http://127.0.0.1:9/v1")
     assert "sk-test-0000" not in err
+
+
+def test_demo_falls_back_to_websocket_when_ice_is_blocked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = main(["demo", "--json", "--block-ice", "--seconds", "4"])
+    assert status == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["transport"] == "websocket"
+    assert "ICE" in summary["transport_fallback"]
+    assert summary["packets_sent"] > 50

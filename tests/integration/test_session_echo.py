@@ -67,7 +67,7 @@ def test_audio_round_trip_through_an_echo_peer_arrives_intact() -> None:
         assert sorted(parts)[2] > 0.8, (r, lag, parts)  # at least 4 of 6 parts come through
         assert metrics.packets_sent > 50
         assert metrics.packets_received > 50
-        assert metrics.jitter_buffer["frames_decoded"] >= 75
+        assert metrics.jitter_buffer["packets_received"] >= 75
         await answerer.stop()
 
     asyncio.run(main())

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,6 @@ import pytest
 
 import rtvoice
 from rtvoice import errors
-from rtvoice.audio.engine import StreamResampler
 from rtvoice.audio.sources import WavSource, read_wav
 from rtvoice.cli import bundled_clip
 from rtvoice.simulator import Simulator
@@ -56,15 +55,19 @@ def _segment_similarity(played: np.ndarray, ref: np.ndarray, segment_s: float = 
 
 def _clip_48k() -> tuple[np.ndarray, float]:
     pcm, rate = read_wav(bundled_clip())
-    out = StreamResampler(rate, 48000).process(
-        np.concatenate([pcm, np.zeros(rate // 10, np.float32)]), last=True
-    )
+    padded = np.concatenate([pcm, np.zeros(rate // 10, np.float32)])
+    out = np.asarray(rtvoice.Resampler(rate, 48000, 1).process(padded)).reshape(-1)
     return out, pcm.size / rate
 
 
+TRANSPORTS = ["webrtc", "websocket"]
+
+
 async def _talk_once(sim: Simulator, **connect: Any) -> dict[str, Any]:
-    """Plays the bundled clip as the microphone and waits for the echoed reply to finish."""
-    session = rtvoice.connect(base_url=sim.base_url, api_key=sim.api_key, **connect)
+    """Plays the bundled clip as the microphone and waits for the echoed reply to be played."""
+    session = rtvoice.connect(
+        base_url=sim.base_url, api_key=sim.api_key, record_output_s=30.0, **connect
+    )
     types: list[str] = []
     async with session:
         source = WavSource(bundled_clip(), lead_s=0.3, tail_s=1.0)
@@ -73,36 +76,35 @@ async def _talk_once(sim: Simulator, **connect: Any) -> dict[str, Any]:
         async def wait_reply() -> None:
             async for event in session:
                 types.append(event.type)
-                if event.type == "output_audio_buffer.stopped":
+                if event.type == "response.done":
                     return
 
         await asyncio.wait_for(wait_reply(), 20)
+        call = await sim.wait_for_call()
+        reply = np.concatenate(list(call.played.values()))
+        # The reply has been played once the downlink's media count covers it (WebSocket
+        # delivers it faster than real time, so response.done comes before the audio ends).
+        rate = session.output_rate_hz
+        for _ in range(200):
+            if session.downlink.media_samples_played >= reply.size * rate // 48000:
+                break
+            await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # the tail of the reply leaves the jitter buffer
         metrics = await session.refresh_metrics()
-        call = await sim.wait_for_call()
-        playout = session._playout
-        assert playout is not None
-        assert playout.start_ns is not None
-        # Playout time covered by audio vs wall time since playout started: equal unless the
-        # playout clock stalled (it catches up after a late wake-up, never skips ahead).
-        wall_s = (time.monotonic_ns() - playout.start_ns) / 1e9
-        played_s = session.downlink.samples_played / session.downlink.output_rate_hz
-        max_late_ms = playout.max_lateness_ms
     return {
         "played": session.read_audio(),
         "metrics": metrics,
         "types": types,
         "call": call,
-        "stall_s": wall_s - played_s,
-        "max_late_ms": max_late_ms,
         "session": session,
     }
 
 
-def test_ga_ephemeral_audio_round_trip_is_intact() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_audio_round_trip_is_intact(transport: str) -> None:
     async def main() -> None:
         async with Simulator() as sim:
-            out = await _talk_once(sim)
+            out = await _talk_once(sim, transport=transport)
             ref, _ = _clip_48k()
             # Uplink: the simulator decoded what we sent; it must contain the clip.
             received = out["call"].received_pcm().astype(np.float32) / 32768.0
@@ -111,51 +113,37 @@ def test_ga_ephemeral_audio_round_trip_is_intact() -> None:
             sent = np.concatenate(list(out["call"].played.values())).astype(np.float32) / 32768.0
             r_down = _segment_similarity(out["played"], sent)
             paths = [r.path for r in sim.requests]
-        print(f"similarity uplink {r_up:.3f}, downlink {r_down:.3f}")
+        print(f"{transport}: similarity uplink {r_up:.3f}, downlink {r_down:.3f}")
         assert r_up > 0.8
         assert r_down > 0.8
-        assert "/v1/realtime/client_secrets" in paths
-        assert "/v1/realtime/calls" in paths
         types = out["types"]
         for t in (
             "session.created",
             "input_audio_buffer.speech_started",
             "input_audio_buffer.speech_stopped",
             "response.created",
-            "output_audio_buffer.started",
             "response.done",
         ):
             assert t in types, t
         m = out["metrics"]
-        assert m.connect["key_ms"] is not None
+        assert m.transport == transport
         assert m.rtt_ms is not None
-        assert out["stall_s"] < 0.05
-
-    asyncio.run(main())
-
-
-def test_multipart_and_beta_connect_and_exchange_events() -> None:
-    async def main() -> None:
-        async with Simulator() as sim:
-            async with rtvoice.connect(
-                base_url=sim.base_url, api_key=sim.api_key, ephemeral=False
-            ) as session:
-                await session.update(instructions="Be brief.")
-                updated = await _next_of(session, "session.updated")
-                assert updated["session"]["instructions"] == "Be brief."
-                bad = await session.send({"type": "session.update", "session": {"bogus": 1}})
-                error = await _next_of(session, "error")
-                assert error.client_event_id == bad
-            assert any(r.path == "/v1/realtime/calls" for r in sim.requests)
-        async with Simulator(beta=True) as sim:
-            async with rtvoice.connect(
-                base_url=sim.base_url, api_key=sim.api_key, api_version="beta"
-            ) as session:
-                await session.send_text("hello")
-                done = await _next_of(session, "response.done")
-                assert done.beta_type is None or done.type == "response.done"
-            assert any(r.path == "/v1/realtime/sessions" for r in sim.requests)
-            assert any(r.path == "/v1/realtime" for r in sim.requests)
+        assert m.connect["total_ms"] is not None
+        assert m.connect["session_created_ms"] is not None
+        # The native clocks kept time: no playout tick woke a frame late, nothing was dropped.
+        assert m.playout["late_ticks"] == 0
+        assert m.uplink["frames_dropped"] == 0
+        assert m.uplink["input_frames_sent"] > 100
+        assert m.events_sent >= 0
+        assert m.events_received > 5
+        if transport == "webrtc":
+            assert "/v1/realtime/client_secrets" in paths
+            assert "/v1/realtime/calls" in paths
+            assert "output_audio_buffer.started" in types
+            assert m.connect["key_ms"] is not None
+        else:
+            assert "/v1/realtime" in paths
+            assert m.downlink["pcm_underruns"] >= 0
 
     asyncio.run(main())
 
@@ -173,23 +161,25 @@ async def _next_of(session: Any, type_: str, timeout_s: float = 10.0) -> Any:
 def test_ten_percent_loss_is_recovered_by_fec_and_playout_never_stalls() -> None:
     async def main() -> None:
         async with Simulator(loss=0.1, seed=3) as sim:
-            out = await _talk_once(sim)
+            out = await _talk_once(sim, transport="webrtc")
             sent = out["call"].pacer.sent
         jb = out["metrics"].jitter_buffer
         dropped = sum(1 for p in sent if getattr(p, "dropped", False))
         print(f"simulator dropped {dropped}/{len(sent)}; jitter buffer {jb}")
         assert dropped > 0
-        assert jb["fec_recovered"] > 0
-        assert out["stall_s"] < 0.05  # the playout clock never stalled
-        # Single losses are recovered from FEC; only consecutive losses are concealed.
-        assert jb["concealed_frames"] <= dropped
+        assert jb["fec_recovered_frames"] > 0
+        # Every sequence number the simulator dropped shows as lost (RTP's definition), except
+        # drops at the very end that no later packet reveals.
+        assert 0 < jb["packets_lost"] <= dropped
+        assert out["metrics"].playout["late_ticks"] == 0  # the playout clock never stalled
         played_s = out["played"].size / 48000
         assert played_s > 3.0
 
     asyncio.run(main())
 
 
-def test_tool_call_through_the_simulator() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_tool_call_through_the_simulator(transport: str) -> None:
     calls: list[str] = []
 
     def get_weather(location: str) -> dict[str, Any]:
@@ -201,7 +191,7 @@ def test_tool_call_through_the_simulator() -> None:
         async with (
             Simulator() as sim,
             rtvoice.connect(
-                base_url=sim.base_url, api_key=sim.api_key, tools=[get_weather]
+                base_url=sim.base_url, api_key=sim.api_key, tools=[get_weather], transport=transport
             ) as session,
         ):
             await session.send_text("weather?")
@@ -242,22 +232,38 @@ def test_failures_are_clear_errors() -> None:
     asyncio.run(main())
 
 
-def test_close_leaves_no_thread_behind() -> None:
+def _open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_close_leaves_no_thread_task_or_fd_behind(transport: str) -> None:
     async def main() -> None:
-        before = {t.ident for t in threading.enumerate()}
-        async with (
-            Simulator() as sim,
-            rtvoice.connect(base_url=sim.base_url, api_key=sim.api_key) as session,
-        ):
-            session.attach_source(WavSource(bundled_clip(), lead_s=0.0, tail_s=0.0))
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(0.1)
-        left = [
-            t.name
-            for t in threading.enumerate()
-            if t.ident not in before and not t.name.startswith("asyncio_")
-        ]
-        assert left == []
+        async with Simulator() as sim:
+            threads = {t.ident for t in threading.enumerate()}
+            tasks = set(asyncio.all_tasks())
+            fds = _open_fds()
+            async with rtvoice.connect(
+                base_url=sim.base_url,
+                api_key=sim.api_key,
+                transport=transport,
+                audio_sink=lambda pcm: None,
+            ) as session:
+                session.attach_source(WavSource(bundled_clip(), lead_s=0.0, tail_s=0.0))
+                await session.send_text("hello")
+                await asyncio.sleep(0.5)
+                assert session.metrics.playout["ticks"] > 0
+            await asyncio.sleep(0.1)
+            left = [
+                t.name
+                for t in threading.enumerate()
+                if t.ident not in threads and not t.name.startswith("asyncio_")
+            ]
+            assert left == []
+            assert set(asyncio.all_tasks()) - tasks == set()
+            # Sockets of the simulator's side of the call close with it; ours must be gone.
+            await asyncio.sleep(0.2)
+            assert _open_fds() - fds == set()
 
     asyncio.run(main())
 

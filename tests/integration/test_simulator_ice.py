@@ -97,7 +97,7 @@ def test_block_ice_answers_the_offer_but_a_connect_times_out() -> None:
             sim.faults.block_ice = True
             transport = WebRTCTransport(base_url=sim.base_url, connect_timeout_s=2.0)
             try:
-                with pytest.raises(errors.RtvoiceError, match="timed out.*ICE"):
+                with pytest.raises(errors.RtvoiceError, match=r"timed out.*ICE"):
                     await transport.connect(key=sim.mint_key())
             finally:
                 await transport.close()

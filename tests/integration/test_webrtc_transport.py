@@ -25,11 +25,12 @@ class ListSource:
         self.index = 0
         self.start_ns = time.monotonic_ns()
 
-    def due_ns(self) -> int:
+    @property
+    def next_due_ns(self) -> int:
         return self.start_ns + self.index * 20_000_000
 
-    def pop_packet(self) -> tuple[bytes, int, int] | None:
-        if self.index >= len(self.payloads) or time.monotonic_ns() < self.due_ns():
+    def pop_due(self, now_ns: int) -> tuple[bytes, int, int] | None:
+        if self.index >= len(self.payloads) or now_ns < self.next_due_ns:
             return None
         payload = self.payloads[self.index]
         item = (payload, self.index * 960, self.index)
@@ -53,9 +54,8 @@ def test_connect_ephemeral_events_and_native_rtp_both_ways() -> None:
         source = ListSource(payloads_up)
         transport = WebRTCTransport(
             base_url=base_url,
-            packet_source=source,
-            packet_due_ns=source.due_ns,
-            rtp_sink=sink,
+            uplink=source,
+            downlink=sink,
             on_message=messages.append,
         )
         await transport.connect(key="ek_test_key_1234")
@@ -234,7 +234,7 @@ def test_a_corrupt_sdp_answer_is_rejected_before_any_media() -> None:
         answerer = MiniAnswerer(answer_override=(201, "v=0\r\nm=bogus\r\n", "application/sdp"))
         base_url = await answerer.start()
         transport = WebRTCTransport(base_url=base_url)
-        with pytest.raises(errors.ProtocolError, match="SDP answer was rejected"):
+        with pytest.raises(errors.WebRTCUnavailableError, match="SDP answer was rejected"):
             await transport.connect(key="ek_test_key_1234")
         assert transport.state == "failed"
         await answerer.stop()

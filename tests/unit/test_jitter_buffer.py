@@ -691,7 +691,8 @@ def test_a_talkspurts_fade_out_is_not_counted_as_concealment() -> None:
     stats = jb.stats
     assert "conceal" in p.actions  # the fade-out was played as concealment ...
     assert stats.tail_concealed_samples > 0  # ... and reported as the talkspurt's tail
-    assert stats.concealed_samples == 0 and stats.concealment_events == 0
+    assert stats.concealed_samples == 0
+    assert stats.concealment_events == 0
 
 
 def test_concealment_while_dry_counts_once_the_stream_goes_on() -> None:

@@ -14,6 +14,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
+import rtvoice
 from rtvoice.rtc import native_audio
 from rtvoice.rtc.native_audio import (
     AiortcCompatibilityError,
@@ -51,7 +52,9 @@ def test_opus_packets_are_packed_as_is_without_a_second_encode() -> None:
     encoder = get_encoder(codec)
 
     class One:
-        def pop_packet(self) -> tuple[bytes, int, int] | None:
+        next_due_ns = None
+
+        def pop_due(self, now_ns: int) -> tuple[bytes, int, int] | None:
             return b"\xf8\x01\x02\x03", 960 * 7, 7
 
     track = EncodedAudioTrack(One())
@@ -91,3 +94,51 @@ def test_empty_payload_is_not_forwarded() -> None:
     tap.add(packet)
     assert sink.got == []
     assert tap.packets == 1
+
+
+def test_a_failing_uplink_never_raises_into_aiortcs_sender() -> None:
+    class Broken:
+        next_due_ns = None
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def pop_due(self, now_ns: int) -> tuple[bytes, int, int] | None:
+            self.calls += 1
+            if self.calls < 3:
+                raise ValueError("boom")
+            return b"\xf8\x01", 0, 0
+
+    source = Broken()
+    track = EncodedAudioTrack(source, max_sleep_s=0.0)
+    packet = asyncio.run(track.recv())  # carries on past the two failures
+    assert bytes(packet) == b"\xf8\x01"
+    assert track.errors == 2
+
+
+def test_a_failing_sink_never_raises_into_aiortcs_receiver() -> None:
+    class Broken:
+        def push_rtp(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> bool:
+            raise RuntimeError("boom")
+
+    tap = RtpTap(Broken())
+    packet = RtpPacket(payload_type=96, sequence_number=1, timestamp=0)
+    packet.payload = b"\xf8abc"
+    assert tap.add(packet) == (False, None)
+    assert tap.add(packet) == (False, None)
+    assert tap.errors == 2
+
+
+def test_the_native_uplink_drives_the_track_on_its_sample_clock() -> None:
+    up = rtvoice.Uplink(48000)
+    clock = [10**9]
+    track = EncodedAudioTrack(up, clock_ns=lambda: clock[0], max_sleep_s=0.0)
+
+    async def main() -> list[int]:
+        pts = [int((await track.recv()).pts)]
+        clock[0] += 20_000_000
+        pts.append(int((await track.recv()).pts))
+        return pts
+
+    assert asyncio.run(main()) == [0, 960]  # silence on the clock when nothing was pushed
+    assert up.stats["silent_frames"] == 2

@@ -506,7 +506,8 @@ def test_encode_codes_non_finite_samples_as_zero_and_counts_them(
     frame[500] = value
     zeroed[500] = 0.0
     assert enc.encode(frame) == ref.encode(zeroed)
-    assert enc.nonfinite_samples == 1 and ref.nonfinite_samples == 0
+    assert enc.nonfinite_samples == 1
+    assert ref.nonfinite_samples == 0
     stereo = np.zeros((960, 2), np.float32)
     stereo[959, 1] = value
     st = OpusEncoder(channels=2)

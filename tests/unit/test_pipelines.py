@@ -375,7 +375,8 @@ def test_pop_due_releases_packet_n_at_start_plus_n_frames() -> None:
         assert up.next_due_ns == due + 20 * MS_NS
     assert [ts for _, ts, _ in got] == [960 * k for k in range(5)]
     assert [seq for _, _, seq in got] == list(range(5))
-    assert up.stats["input_frames_sent"] == 5 and up.stats["silent_frames"] == 0
+    assert up.stats["input_frames_sent"] == 5
+    assert up.stats["silent_frames"] == 0
 
 
 def test_pop_due_sends_silence_when_nothing_was_pushed() -> None:
@@ -383,7 +384,8 @@ def test_pop_due_sends_silence_when_nothing_was_pushed() -> None:
     t0 = 10**9
     packets = [up.pop_due(t0 + k * 20 * MS_NS) for k in range(10)]
     assert all(p is not None for p in packets)
-    assert up.stats["silent_frames"] == 10 and up.stats["packets"] == 10
+    assert up.stats["silent_frames"] == 10
+    assert up.stats["packets"] == 10
     dec = rtvoice.OpusDecoder(48000, 1)
     pcm = np.concatenate([dec.decode(p[0]) for p in packets if p is not None])
     assert float(np.max(np.abs(pcm))) < 1e-3
@@ -397,13 +399,15 @@ def test_pop_due_waits_for_a_partial_frame_then_pads_it() -> None:
     assert up.pop_due(t0 + 19 * MS_NS) is None
     packet = up.pop_due(t0 + 20 * MS_NS)
     assert packet is not None
-    assert up.stats["padded_frames"] == 1 and up.stats["silent_frames"] == 0
+    assert up.stats["padded_frames"] == 1
+    assert up.stats["silent_frames"] == 0
     # The rest of the frame arriving in time makes a whole frame instead.
     up.push(np.full(480, 0.25, np.float32))
     assert up.pop_due(t0 + 25 * MS_NS) is None
     up.push(np.full(480, 0.25, np.float32))
     assert up.pop_due(t0 + 26 * MS_NS) is not None
-    assert up.stats["input_frames_sent"] == 1 and up.stats["padded_frames"] == 1
+    assert up.stats["input_frames_sent"] == 1
+    assert up.stats["padded_frames"] == 1
 
 
 def test_pop_due_reanchors_instead_of_bursting_silence_after_a_stall() -> None:
@@ -421,7 +425,8 @@ def test_pop_due_reanchors_instead_of_bursting_silence_after_a_stall() -> None:
     burst = 0
     while up.pop_due(later) is not None:
         burst += 1
-    assert burst >= 4 and up.stats["clock_resets"] == 1
+    assert burst >= 4
+    assert up.stats["clock_resets"] == 1
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
@@ -465,3 +470,23 @@ def test_take_input_hands_waiting_input_over() -> None:
     taken = up.take_input(100000)
     np.testing.assert_array_equal(taken.reshape(-1), pcm)
     assert up.stats["pending_input_frames"] == 0
+
+
+def test_a_frame_arriving_just_after_its_due_time_is_waited_for_not_replaced_by_silence() -> None:
+    # A microphone whose callbacks fall 1 ms after the due times: every packet must carry input
+    # (a silence packet would leave the input a frame behind for the rest of the call).
+    up = Uplink(48000)
+    t0 = 10**9
+    frame = np.full(960, 0.1, np.float32)
+    up.push(frame)
+    assert up.pop_due(t0) is not None
+    for k in range(1, 50):
+        due = t0 + k * 20 * MS_NS
+        assert up.pop_due(due) is None  # due, but the producer was sending: wait briefly
+        up.push(frame)
+        assert up.pop_due(due + MS_NS) is not None
+    stats = up.stats
+    assert stats["input_frames_sent"] == 50
+    assert stats["silent_frames"] == 0
+    assert stats["padded_frames"] == 0
+    assert stats["pending_input_frames"] == 0  # no backlog built up

@@ -160,6 +160,7 @@ class Uplink {
   bool clock_started_ = false;
   std::int64_t clock_start_ns_ = 0;
   std::uint64_t due_index_ = 0;
+  bool last_was_input_ = false;  // the last due packet carried input
   std::atomic<std::int64_t> next_due_ns_;
   std::atomic<std::uint64_t> nonfinite_{0};
   std::atomic<std::uint64_t> frames_refused_{0};  // dropped after the ring filled mid-call
@@ -179,7 +180,7 @@ struct DownlinkConfig {
   PipelineMode mode = PipelineMode::Opus;
   JitterBufferConfig jitter;
   int queue_packets = 512;    // network -> playout packet queue
-  int pcm_ring_ms = 60000;    // PCM mode: how much received audio may wait to be played
+  int pcm_ring_ms = 20000;    // PCM mode: how much received audio may wait to be played
   int pcm_prebuffer_ms = 60;  // PCM mode: buffered before playing starts
 };
 

@@ -59,8 +59,8 @@ class AudioOptions:
     output_rate_hz: int = 48000
     start_delay_ms: int = 60
     opus_bitrate_bps: int = 32000
-    input_buffer_s: float = 10.0
-    record_output_s: float = 10.0
+    input_buffer_s: float = 5.0
+    record_output_s: float = 5.0
     headless_playout: bool = True
     ws_chunk_ms: int = 20
 
@@ -94,6 +94,9 @@ class AudioInput:
         self.uplink = uplink
         self.rate_hz = uplink.input_rate
         self._resamplers: dict[int, Resampler] = {}
+        # Non-finite samples replaced here, before a resampler could spread them (the Uplink
+        # replaces and counts those that reach it directly).
+        self.nonfinite_samples = 0
 
     def push(self, pcm: Any, sample_rate: Any) -> int:
         """Queue audio; returns the frames queued at the uplink's rate (the rest, if the input
@@ -119,6 +122,11 @@ class AudioInput:
                 resampler = self._resamplers[rate] = Resampler(rate, self.rate_hz, 1)
             if arr.dtype == np.int16:
                 arr = arr.astype(np.float32) / 32768.0
+            else:
+                bad = ~np.isfinite(arr)
+                if bad.any():
+                    self.nonfinite_samples += int(bad.sum())
+                    arr = np.where(bad, np.float32(0.0), arr)
             arr = np.asarray(resampler.process(np.ascontiguousarray(arr))).reshape(-1)
             if arr.size == 0:
                 return 0
@@ -291,8 +299,10 @@ class AudioEngine:
                 late_ticks=self.driver.late_ticks,
                 overrun_frames=self.driver.overrun_frames,
             )
+        uplink = dict(self.uplink.stats)
+        uplink["nonfinite_samples"] += self.input.nonfinite_samples
         return {
-            "uplink": dict(self.uplink.stats),
+            "uplink": uplink,
             "downlink": dict(down),
             "jitter_buffer": jitter.as_dict(),
             "playout": playout,

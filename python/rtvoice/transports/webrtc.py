@@ -57,7 +57,6 @@ DEFAULT_MAX_MESSAGE_BYTES = 65536
 OPUS_FMTP = {"minptime": 10, "useinbandfec": 1}
 
 
-
 @dataclass
 class _Pending:
     connected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -384,9 +383,7 @@ class WebRTCTransport:
         self.remote_sdp = answer_sdp
         self.max_message_bytes = _parse_max_message_size(answer_sdp)
 
-        self.remote_ice_lite = any(
-            line.strip() == "a=ice-lite" for line in answer_sdp.splitlines()
-        )
+        self.remote_ice_lite = any(line.strip() == "a=ice-lite" for line in answer_sdp.splitlines())
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         except Exception as exc:  # aiortc raises ValueError and friends on a bad answer
@@ -401,9 +398,7 @@ class WebRTCTransport:
                 pending, pending.connected, min(deadline, t0 + self._ice_timeout_s), "ICE+DTLS"
             )
         except errors.RtvoiceError as exc:
-            raise errors.WebRTCUnavailableError(
-                f"ICE/DTLS did not connect: {exc}"
-            ) from exc
+            raise errors.WebRTCUnavailableError(f"ICE/DTLS did not connect: {exc}") from exc
         self.timings.ice_dtls_ms = _ms_since(t0)
         t0 = time.perf_counter()
         await self._wait(pending, pending.channel_open, deadline, "the data channel to open")

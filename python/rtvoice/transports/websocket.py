@@ -254,7 +254,7 @@ class WebSocketTransport:
             raise errors.error_from_response(
                 exc.status, {"error": {"message": exc.message}}, context=f"GET {path}"
             ) from exc
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise errors.TimeoutError(
                 f"WebSocket {path} timed out after {self._http_timeout_s:g} s"
             ) from exc
@@ -267,7 +267,7 @@ class WebSocketTransport:
         t0 = time.perf_counter()
         try:
             await asyncio.wait_for(self._created.wait(), self._connect_timeout_s)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise errors.TimeoutError(
                 f"timed out after {self._connect_timeout_s:g} s waiting for session.created"
                 + (f" ({self.reason})" if self.reason else "")
@@ -288,7 +288,8 @@ class WebSocketTransport:
 
     async def _reader(self) -> None:
         ws = self._ws
-        assert ws is not None and self._created is not None
+        assert ws is not None
+        assert self._created is not None
         try:
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
@@ -351,7 +352,8 @@ class WebSocketTransport:
     async def _sender(self) -> None:
         """The uplink's clock on WebSocket: one append per chunk_ms of audio."""
         uplink, ws = self._uplink, self._ws
-        assert uplink is not None and ws is not None
+        assert uplink is not None
+        assert ws is not None
         frames_per_chunk = self.chunk_ms // FRAME_MS
         chunk: list[bytes] = []
         while not ws.closed:

@@ -16,9 +16,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <vector>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 // libopus's opaque state types (opus.h: typedef struct OpusEncoder OpusEncoder).
 struct OpusEncoder;

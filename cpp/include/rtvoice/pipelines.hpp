@@ -154,7 +154,7 @@ class Uplink {
   std::size_t frames_count_ = 0;
   std::vector<std::uint8_t> packet_;
   std::uint16_t next_seq_;
-  int finish_stage_ = 0;  // 1: drain the ring and the resampler, 2: pad the last frame
+  int finish_stage_ = 0;          // 1: drain the ring and the resampler, 2: pad the last frame
   std::vector<float> sanitized_;  // capture thread: input with non-finite samples replaced
   // pop_due() clock (network thread).
   bool clock_started_ = false;

@@ -53,12 +53,17 @@ def threads() -> int:
     return 0
 
 
+from rtvoice.audio.engine import AudioOptions  # noqa: E402
+
+DEFAULTS = AudioOptions()
+
+
 def native_buffer_bytes(transport: str, input_buffer_s: float, record_output_s: float) -> int:
     """What a session's native buffers allocate (and zero-fill, so they are resident from the
     start): the Uplink's input ring (float32 at the transport rate), the recording ring and the
     PlayoutDriver ring (float32 at 48 kHz, frames rounded up to a power of two), the Downlink's
-    packet queue (512 slots of 1500 bytes, in both modes), and the jitter buffer (128 packets,
-    WebRTC) or the PCM16 ring (60 s at 24 kHz, WebSocket)."""
+    packet queue (512 slots of 1500 bytes, WebRTC only) and jitter buffer (128 packets), or the
+    PCM16 ring (20 s at 24 kHz, WebSocket)."""
 
     def pow2(n: int) -> int:
         return 1 << (n - 1).bit_length()
@@ -67,8 +72,8 @@ def native_buffer_bytes(transport: str, input_buffer_s: float, record_output_s: 
     ring = pow2((rate // 1000 + 1) * int(input_buffer_s * 1000)) * 4
     record = pow2(max(int(record_output_s * 48000), 2)) * 4 if record_output_s > 0 else 0
     driver = pow2(24000) * 4
-    queue = 512 * 1500
-    receive = 128 * 1500 if transport == "webrtc" else pow2(24 * 60000) * 2
+    queue = 512 * 1500 if transport == "webrtc" else 2
+    receive = 128 * 1500 if transport == "webrtc" else pow2(24 * 20000) * 2
     return ring + record + driver + queue + receive
 
 
@@ -251,7 +256,9 @@ def main() -> None:
         rings = (
             native_buffer_bytes(r["transport"], 1.0, 0.0)
             if r["lean"]
-            else native_buffer_bytes(r["transport"], 10.0, 10.0)
+            else native_buffer_bytes(
+                r["transport"], DEFAULTS.input_buffer_s, DEFAULTS.record_output_s
+            )
         )
         per = r["per_session_kb"] / 1024
         settings = "record_output=False, input_buffer_s=1" if r["lean"] else "defaults"
@@ -270,6 +277,10 @@ def main() -> None:
         for name, kb, count in t["top"]:
             print(f"  {kb:8.1f} KB {count:7.0f}  {name}")
     print(f"  total {time.monotonic() - t0:.0f} s")
+    over = [r for r in rows if r["per_session_kb"] / 1024 > TARGET_MB]
+    if over:
+        print(f"FAIL: {len(over)} row(s) over {TARGET_MB} MB per session")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -290,8 +290,17 @@ class WebSocketTransport:
         ws = self._ws
         assert ws is not None
         assert self._created is not None
+        close_extra: object = None
         try:
-            async for msg in ws:
+            while True:
+                msg = await ws.receive()
+                if msg.type == aiohttp.WSMsgType.CLOSE:
+                    # The server's close frame: its reason is in the message, not on ws
+                    # (which keeps only the code). `async for` would swallow this message.
+                    close_extra = msg.extra
+                    break
+                if msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                    break
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     self._on_text(msg.data)
                 elif msg.type == aiohttp.WSMsgType.BINARY:
@@ -305,7 +314,7 @@ class WebSocketTransport:
         except Exception as exc:  # a broken socket: reported below as a loss
             self.reason = f"WebSocket read failed: {exc}"
         self.close_code = ws.close_code
-        ext = ws.extra if isinstance(getattr(ws, "extra", None), str) else None
+        ext = close_extra if isinstance(close_extra, str) and close_extra else None
         self.close_reason = ext
         self.reason = self.reason or (
             f"the server closed the WebSocket (code {ws.close_code}"

@@ -143,7 +143,8 @@ def test_audio_round_trip_is_intact(transport: str) -> None:
             assert m.connect["key_ms"] is not None
         else:
             assert "/v1/realtime" in paths
-            assert m.downlink["pcm_underruns"] >= 0
+            # The end of the reply drains the PCM buffer: one underrun, counted.
+            assert m.downlink["pcm_underruns"] >= 1
 
     asyncio.run(main())
 

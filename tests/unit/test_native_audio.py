@@ -142,3 +142,65 @@ def test_the_native_uplink_drives_the_track_on_its_sample_clock() -> None:
 
     assert asyncio.run(main()) == [0, 960]  # silence on the clock when nothing was pushed
     assert up.stats["silent_frames"] == 2
+
+
+def test_inbound_rtcp_dispatched_by_the_dtls_transport_reaches_the_watch() -> None:
+    # The real dispatch path of aiortc: RTCDtlsTransport._handle_rtcp_data() parses the compound
+    # packet and routes a sender report to the receiver of its SSRC and a receiver report to the
+    # sender it reports on; fails when an aiortc upgrade moves that dispatch.
+    from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket
+
+    async def main() -> None:
+        pc = aiortc.RTCPeerConnection()
+        transceiver = pc.addTransceiver("audio")
+        receiver, sender = transceiver.receiver, transceiver.sender
+        dtls = receiver.transport
+        remote_ssrc = 0x1234
+        dtls._rtp_router.register_receiver(receiver, ssrcs=[remote_ssrc], payload_types=[])
+        dtls._rtp_router.register_sender(sender, sender._ssrc)
+        clock = [5_000]
+        watch = native_audio.attach_rtcp_watch(receiver, sender)
+        watch._clock_ns = lambda: clock[0]
+        assert (watch.packets, watch.last_arrival_ns) == (0, 0)
+        sr = RtcpSrPacket(
+            ssrc=remote_ssrc,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=1 << 32, rtp_timestamp=960, packet_count=1, octet_count=10
+            ),
+        )
+        report = RtcpReceiverInfo(
+            ssrc=sender._ssrc,
+            fraction_lost=0,
+            packets_lost=0,
+            highest_sequence=1,
+            jitter=0,
+            lsr=0,
+            dlsr=0,
+        )
+        rr = RtcpRrPacket(ssrc=remote_ssrc, reports=[report])
+        await dtls._handle_rtcp_data(bytes(sr) + bytes(rr))
+        assert watch.packets == 2  # one to the receiver, one to the sender
+        assert watch.last_arrival_ns == 5_000
+        # aiortc's own handling still ran: the sender report is in the receiver's stats.
+        stats = await receiver.getStats()
+        assert any(getattr(s, "type", "") == "remote-outbound-rtp" for s in stats.values())
+        await pc.close()
+
+    asyncio.run(main())
+
+
+def test_moved_rtcp_handling_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    with monkeypatch.context() as m:
+        m.delattr(RTCRtpSender, "_handle_rtcp_packet")
+        with pytest.raises(AiortcCompatibilityError, match=r"RTCRtpSender\._handle_rtcp_packet"):
+            check_aiortc()
+
+    async def elsewhere(self: object, data: bytes) -> None:
+        del self, data
+
+    monkeypatch.setattr(RTCDtlsTransport, "_handle_rtcp_data", elsewhere)
+    with pytest.raises(AiortcCompatibilityError, match="_handle_rtcp_data"):
+        check_aiortc()

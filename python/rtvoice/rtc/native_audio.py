@@ -11,6 +11,10 @@ returns nothing to aiortc, so aiortc's jitter buffer and decoder never see the a
 aiortc does before its jitter buffer (SRTP, payload-type check, RTX unwrapping, receiver
 statistics and RTCP reports) keeps working.
 
+Liveness: :func:`attach_rtcp_watch` wraps the receiver's and the sender's RTCP handlers (the
+ones aiortc's DTLS transport dispatches each inbound RTCP packet to) so that the arrival of any
+RTCP from the peer is recorded, as :class:`RtpTap` records RTP; a dead-peer watchdog reads both.
+
 Supported aiortc versions: :data:`SUPPORTED_AIORTC`. :func:`check_aiortc` fails loudly on any
 other version or when the internals relied on here have moved.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import aiortc
 import av
+from aiortc import rtcdtlstransport
 from aiortc.codecs import opus as aiortc_opus
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
@@ -36,8 +42,10 @@ __all__ = [
     "AiortcCompatibilityError",
     "EncodedAudioTrack",
     "PacketSource",
+    "RtcpWatch",
     "RtpSink",
     "RtpTap",
+    "attach_rtcp_watch",
     "attach_rtp_sink",
     "check_aiortc",
 ]
@@ -50,7 +58,18 @@ OPUS_CLOCK_RATE_HZ = 48000
 # Name-mangled attribute of RTCRtpReceiver holding its JitterBuffer (aiortc/rtcrtpreceiver.py).
 _RECEIVER_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 
+# The RTCP handler aiortc's RTCDtlsTransport._handle_rtcp_data() calls on each recipient
+# (receiver for SR/BYE, sender for RR/SR reports and feedback).
+_RTCP_HANDLER = "_handle_rtcp_packet"
+
 logger = logging.getLogger(__name__)
+
+
+def _params(fn: Any) -> list[str]:
+    try:
+        return list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return []
 
 
 class AiortcCompatibilityError(RuntimeError):
@@ -99,6 +118,19 @@ def check_aiortc() -> None:
         problems.append("RTCRtpSender._next_encoded_frame() is gone")
     if not hasattr(RTCRtpReceiver, "_handle_rtp_packet"):
         problems.append("RTCRtpReceiver._handle_rtp_packet() is gone")
+    for cls in (RTCRtpReceiver, RTCRtpSender):
+        handler = getattr(cls, _RTCP_HANDLER, None)
+        if not inspect.iscoroutinefunction(handler) or _params(handler) != ["self", "packet"]:
+            problems.append(f"{cls.__name__}.{_RTCP_HANDLER}(self, packet) is gone")
+    dispatch = getattr(rtcdtlstransport.RTCDtlsTransport, "_handle_rtcp_data", None)
+    try:
+        dispatch_src = inspect.getsource(dispatch) if dispatch is not None else ""
+    except (OSError, TypeError):
+        dispatch_src = ""
+    if f"recipient.{_RTCP_HANDLER}(packet)" not in dispatch_src:
+        problems.append(
+            f"RTCDtlsTransport._handle_rtcp_data() no longer calls recipient.{_RTCP_HANDLER}()"
+        )
     if problems:
         raise AiortcCompatibilityError(
             f"aiortc {version} changed internals the native audio path relies on: "
@@ -216,3 +248,45 @@ def attach_rtp_sink(receiver: RTCRtpReceiver, sink: RtpSink) -> RtpTap:
     tap = RtpTap(sink)
     setattr(receiver, _RECEIVER_JITTER_ATTR, tap)
     return tap
+
+
+class RtcpWatch:
+    """Records the arrival of every RTCP packet from the peer that aiortc dispatches to the
+    watched receiver or sender (sender reports, receiver reports, BYE, feedback).
+
+    Updated on the network thread; ``last_arrival_ns`` (monotonic ns, 0 before the first packet)
+    and ``packets`` may be read from any thread. It never raises into aiortc.
+    """
+
+    def __init__(self, clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        self._clock_ns = clock_ns
+        self.packets = 0
+        self.last_arrival_ns = 0
+
+    def saw(self) -> None:
+        self.packets += 1
+        self.last_arrival_ns = self._clock_ns()
+
+
+def attach_rtcp_watch(*endpoints: RTCRtpReceiver | RTCRtpSender) -> RtcpWatch:
+    """Record inbound RTCP for ``endpoints`` (an RTCRtpReceiver and/or RTCRtpSender) in one
+    :class:`RtcpWatch`; aiortc's own handling runs unchanged after it.
+
+    Call it right after ``addTransceiver``. The wrapper is an instance attribute in front of the
+    class's handler, which aiortc's DTLS transport looks up on each recipient per packet.
+    """
+    check_aiortc()
+    watch = RtcpWatch()
+    for endpoint in endpoints:
+        original = getattr(endpoint, _RTCP_HANDLER, None)
+        if original is None or not callable(original):
+            raise AiortcCompatibilityError(
+                f"aiortc {aiortc.__version__}: {type(endpoint).__name__} has no {_RTCP_HANDLER}"
+            )
+
+        async def handle(packet: Any, _original: Callable[[Any], Any] = original) -> None:
+            watch.saw()
+            await _original(packet)
+
+        setattr(endpoint, _RTCP_HANDLER, handle)
+    return watch

@@ -283,3 +283,59 @@ def test_unauthenticated_responses_are_not_consent() -> None:
     assert out.peer.answered > 0
     assert out.lost_after_s is not None
     assert 30.0 <= out.lost_after_s < 30.1
+
+
+def test_moved_datagram_senders_fail_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The simulator's outbound filter (vanish/freeze) wraps StunProtocol.send_data/send_stun.
+    def send_data(self: object, data: bytes, addr: tuple[str, int]) -> None:
+        del self, data, addr
+
+    monkeypatch.setattr(aioice.ice.StunProtocol, "send_data", send_data)
+    with pytest.raises(compat.CompatError, match="send_data"):
+        compat.check_supported()
+
+
+def test_outbound_filter_drops_every_datagram_while_told_to() -> None:
+    class Protocol:
+        def __init__(self) -> None:
+            self.sent: list[object] = []
+
+        async def send_data(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.sent.append(data)
+
+        def send_stun(self, message: object, addr: tuple[str, int]) -> None:
+            self.sent.append(message)
+
+    conn = aioice.ice.Connection(ice_controlling=False)
+    protocol = Protocol()
+    conn._protocols.append(protocol)  # type: ignore[arg-type]
+
+    class Ice:
+        _connection = conn
+
+    class Dtls:
+        transport = Ice()
+
+    class Sctp:
+        transport = Dtls()
+
+    class Pc:  # what ice_connections() reads of an RTCPeerConnection
+        sctp = Sctp()
+
+        def getTransceivers(self) -> list[object]:
+            return []
+
+    pc = Pc()
+    quiet = [False]
+    counts = compat.filter_outbound(pc, lambda: quiet[0])
+    assert compat.filter_outbound(pc, lambda: True) is not counts  # a second filter is a no-op
+    addr = ("127.0.0.1", 9)
+    asyncio.run(protocol.send_data(b"a", addr))
+    protocol.send_stun("m", addr)
+    quiet[0] = True
+    asyncio.run(protocol.send_data(b"b", addr))
+    protocol.send_stun("n", addr)
+    quiet[0] = False
+    asyncio.run(protocol.send_data(b"c", addr))
+    assert protocol.sent == [b"a", "m", b"c"]
+    assert (counts.passed, counts.dropped) == (3, 2)

@@ -29,7 +29,9 @@ transport and the simulator's answerer alike) gets it without a call at the peer
 
 **Simulator-only**: :func:`filter_stun_requests` hooks the STUN requests an answerer's ICE
 connections receive, so that the simulator can behave like an ICE-lite server
-(:func:`lite_server_ignores`) or make ICE impossible. Nothing in the client uses it.
+(:func:`lite_server_ignores`) or make ICE impossible, and :func:`filter_outbound` drops every
+datagram an answerer would send (STUN, DTLS, SRTP/SRTCP, SCTP), so that it can vanish or freeze
+like a killed process or a dropped network. Nothing in the client uses them.
 """
 
 from __future__ import annotations
@@ -52,10 +54,12 @@ __all__ = [
     "CONSENT_RETRANSMISSIONS",
     "SUPPORTED",
     "CompatError",
+    "OutboundCounts",
     "StunRequestCounts",
     "check_supported",
     "check_versions",
     "consent_fix_installed",
+    "filter_outbound",
     "filter_stun_requests",
     "ice_connections",
     "install_consent_fix",
@@ -133,7 +137,8 @@ def check_supported() -> None:
     rtvoice.rtc uses is where it expects: ``aioice.ice.get_host_addresses`` (loopback gathering),
     ``Connection.query_consent/build_request/close/request_received``, the attributes
     ``remote_is_lite``, ``remote_password``, ``ice_controlling``, ``_nominated``,
-    ``_query_consent_task``, ``StunProtocol.request(..., retransmissions=)``, and aiortc setting
+    ``_query_consent_task``, ``_protocols``, ``StunProtocol.request(..., retransmissions=)``,
+    ``StunProtocol.send_data/send_stun`` (the simulator's outbound filter), and aiortc setting
     ``remote_is_lite`` from ``RTCIceParameters.iceLite``."""
     check_versions()
     import aioice.ice
@@ -172,6 +177,17 @@ def check_supported() -> None:
         and {"integrity_key", "retransmissions"} <= set(request_params),
         f"aioice.ice.StunProtocol.request{inspect.signature(aioice.ice.StunProtocol.request)}",
     )
+    send_data = aioice.ice.StunProtocol.send_data
+    _expect(
+        inspect.iscoroutinefunction(send_data) and _params(send_data) == ["self", "data", "addr"],
+        f"aioice.ice.StunProtocol.send_data{inspect.signature(send_data)}",
+    )
+    send_stun = aioice.ice.StunProtocol.send_stun
+    _expect(
+        not inspect.iscoroutinefunction(send_stun)
+        and _params(send_stun) == ["self", "message", "addr"],
+        f"aioice.ice.StunProtocol.send_stun{inspect.signature(send_stun)}",
+    )
     probe = conn_cls(ice_controlling=True)
     for attr in (
         "remote_is_lite",
@@ -179,6 +195,7 @@ def check_supported() -> None:
         "ice_controlling",
         "_nominated",
         "_query_consent_task",
+        "_protocols",
     ):
         _expect(hasattr(probe, attr), f"aioice.Connection().{attr} is gone")
     _expect(isinstance(probe._nominated, dict), "aioice.Connection()._nominated is not a dict")
@@ -394,4 +411,54 @@ def filter_stun_requests(
 
         conn.request_received = request_received
         conn._rtvoice_stun_filter = True
+    return counts
+
+
+# ------------------------------------------------------------------ simulator-only: outbound
+
+
+@dataclass
+class OutboundCounts:
+    """What :func:`filter_outbound` did: datagrams passed and dropped."""
+
+    passed: int = 0
+    dropped: int = 0
+
+
+def filter_outbound(
+    pc: Any, drop: Callable[[], bool], counts: OutboundCounts | None = None
+) -> OutboundCounts:
+    """Simulator-only: every datagram the ICE connections of ``pc`` send from now on (STUN
+    requests and responses, DTLS, SRTP and SRTCP, SCTP) is dropped while ``drop()`` is true, as
+    if the network had gone; nothing is closed and nothing is queued. Call it after
+    ``setLocalDescription`` (the transports are bundled and the sockets gathered then).
+    Returns the counters it updates."""
+    counts = counts if counts is not None else OutboundCounts()
+    for conn in ice_connections(pc):
+        for protocol in list(conn._protocols):
+            if getattr(protocol, "_rtvoice_outbound_filter", False):
+                continue
+            send_data, send_stun = protocol.send_data, protocol.send_stun
+
+            async def filtered_data(
+                data: bytes, addr: tuple[str, int], _send: Callable[..., Any] = send_data
+            ) -> None:
+                if drop():
+                    counts.dropped += 1
+                    return
+                counts.passed += 1
+                await _send(data, addr)
+
+            def filtered_stun(
+                message: Any, addr: tuple[str, int], _send: Callable[..., None] = send_stun
+            ) -> None:
+                if drop():
+                    counts.dropped += 1
+                    return
+                counts.passed += 1
+                _send(message, addr)
+
+            protocol.send_data = filtered_data
+            protocol.send_stun = filtered_stun
+            protocol._rtvoice_outbound_filter = True
     return counts

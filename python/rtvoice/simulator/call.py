@@ -9,6 +9,7 @@ import contextlib
 import copy
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Coroutine
@@ -24,7 +25,7 @@ from rtvoice.events import (
     session_beta_to_ga,
     session_ga_to_beta,
 )
-from rtvoice.rtc.compat import StunRequestCounts
+from rtvoice.rtc.compat import OutboundCounts, StunRequestCounts
 from rtvoice.simulator.audio import FRAME_SAMPLES, EnergyVad, encode_opus_frames, speechlike
 from rtvoice.simulator.pacer import RtpPacer
 
@@ -284,6 +285,9 @@ class Call:
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     channel_open: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    #: time.monotonic() until which this call sends nothing (see vanish() and freeze()).
+    silent_until: float = 0.0
+    outbound: OutboundCounts = field(default_factory=OutboundCounts)
 
     def __repr__(self) -> str:
         kind = "websocket" if self.websocket else "webrtc"
@@ -412,6 +416,31 @@ class Call:
         self.ended.set()
 
     # ----------------------------------------------------------------------------- faults
+
+    @property
+    def silent(self) -> bool:
+        """Whether the call sends nothing now (its own vanish/freeze or the simulator's)."""
+        return time.monotonic() < self.silent_until or self.sim.faults.silent
+
+    def vanish(self) -> None:
+        """Send nothing on this call from now on, and close nothing (a killed server process or
+        a dropped network): no RTP, RTCP, STUN, SCTP, WebSocket frame or pong. UDP datagrams
+        are dropped (``outbound.dropped`` counts them); WebSocket frames are held."""
+        self.silent_until = math.inf
+
+    def freeze(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` from now (as :meth:`vanish`), then carry on: held
+        WebSocket frames go out, RTP and RTCP resume."""
+        self.silent_until = max(self.silent_until, time.monotonic() + seconds)
+
+    def resume(self) -> None:
+        """End this call's vanish or freeze now."""
+        self.silent_until = 0.0
+
+    async def wait_until_audible(self) -> None:
+        """Return once the call may send again (at once when it is not silent)."""
+        while self.silent and not self.closed:
+            await asyncio.sleep(0.02)
 
     def drop_data_channel(self) -> None:
         """Close the ``oai-events`` channel (the peer connection stays up), or the WebSocket."""

@@ -7,6 +7,7 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -21,7 +22,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from rtvoice.errors import redact
 from rtvoice.events import session_beta_to_ga, session_ga_to_beta
-from rtvoice.rtc.compat import filter_stun_requests, lite_server_ignores
+from rtvoice.rtc.compat import filter_outbound, filter_stun_requests, lite_server_ignores
 from rtvoice.rtc.loopback import (
     filter_candidates,
     is_loopback_host,
@@ -73,6 +74,12 @@ class Faults:
     the data channel this long after it opens. ``block_ice``: the answerer ignores every STUN
     request (no response, no triggered check): the SDP POST still gets a valid answer, but ICE
     never reaches connected (read per request, so setting it during a call also cuts consent).
+
+    :meth:`vanish` and :meth:`freeze` make every call (current and new) go quiet without closing
+    anything, as a killed process or a dropped network would: no RTP, no RTCP, no STUN, no
+    data-channel (SCTP) datagram, no WebSocket frame and no pong. UDP datagrams are dropped;
+    WebSocket frames are held and sent on :meth:`resume` (TCP delivers late). Per call:
+    ``call.vanish()``, ``call.freeze(s)``, ``call.resume()``.
     """
 
     http: list[HttpFault] = field(default_factory=list)
@@ -82,6 +89,24 @@ class Faults:
     malformed_after_created: int = 0
     drop_channel_after_s: float | None = None
     block_ice: bool = False
+    #: time.monotonic() until which the simulator sends nothing (see vanish() and freeze()).
+    silent_until: float = 0.0
+
+    def vanish(self) -> None:
+        """From now on send nothing at all, on every call, until :meth:`resume`."""
+        self.silent_until = math.inf
+
+    def freeze(self, seconds: float) -> None:
+        """Send nothing, on every call, for ``seconds`` from now; then carry on."""
+        self.silent_until = max(self.silent_until, time.monotonic() + seconds)
+
+    def resume(self) -> None:
+        """End a vanish or a freeze now."""
+        self.silent_until = 0.0
+
+    @property
+    def silent(self) -> bool:
+        return time.monotonic() < self.silent_until
 
     def fail_next(self, path_suffix: str, status: int, body: Any = None, times: int = 1) -> None:
         """E.g. ``fail_next("/realtime/calls", 500)`` or ``fail_next("/client_secrets", 503)``."""
@@ -552,7 +577,10 @@ class Simulator:
             if p.strip()
         ]
         protocols = ["realtime"] if "realtime" in offered else []
-        ws = web.WebSocketResponse(protocols=protocols, max_msg_size=0, compress=False)
+        # Pings are answered below, so that a vanished or frozen call does not answer them.
+        ws = web.WebSocketResponse(
+            protocols=protocols, max_msg_size=0, compress=False, autoping=False
+        )
         await ws.prepare(request)
         header = request.headers.get("Authorization", "")
         token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else ""
@@ -634,6 +662,7 @@ class Simulator:
                 if item is None:
                     await ws.close()
                     return
+                await call.wait_until_audible()
                 if isinstance(item, bytes):
                     await ws.send_bytes(item)
                 else:
@@ -644,6 +673,8 @@ class Simulator:
             async for msg in ws:
                 if msg.type in (web.WSMsgType.TEXT, web.WSMsgType.BINARY):
                     call.handle_client_message(msg.data)
+                elif msg.type == web.WSMsgType.PING and not call.silent:
+                    await ws.pong(msg.data)
         finally:
             writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -715,6 +746,7 @@ class Simulator:
             pc.addTrack(IdleAudioTrack())
             await pc.setLocalDescription(await pc.createAnswer())
             filter_stun_requests(pc, self._ignores_stun_request, call.stun)
+            filter_outbound(pc, lambda: call.silent, call.outbound)
         except Exception as exc:
             await pc.close()
             logger.info("simulator: offer rejected: %s", exc)

@@ -238,14 +238,17 @@ bool Uplink::pop_packet(std::uint8_t* out, std::size_t capacity, UplinkPacketInf
       std::memcpy(out, packet_.data(), info.bytes);
       return true;
     }
-    // Input is consumed in whole frames, so each step yields exactly one output frame.
-    if (ring_.available_frames() >= input_frame_) {
+    // Input is consumed in whole frames, so each step yields exactly one output frame. One
+    // snapshot of the ring's fill: the capture thread may push between two looks, and in_chunk_
+    // holds one frame, so the short read below must be of what was seen here.
+    const std::size_t avail = ring_.available_frames();
+    if (avail >= input_frame_) {
       ring_.read(in_chunk_.data(), input_frame_);
       feed(in_chunk_.data(), input_frame_, false);
       continue;
     }
     if (finish_stage_ == 1) {
-      const std::size_t rest = ring_.available_frames();
+      const std::size_t rest = avail;  // < input_frame_
       if (rest != 0) {
         ring_.read(in_chunk_.data(), rest);
         feed(in_chunk_.data(), rest, false);
@@ -279,9 +282,11 @@ bool Uplink::pop_due(std::int64_t now_ns, std::uint8_t* out, std::size_t capacit
   }
   std::int64_t due = clock_start_ns_ + static_cast<std::int64_t>(due_index_) * frame_ns;
   if (now_ns < due) return false;
-  if (frames_count_ == 0 && ring_.available_frames() < input_frame_) {
+  // One snapshot of the ring's fill (see pop_packet): a second look could see a frame or more
+  // that the capture thread pushed meanwhile, too much for in_chunk_.
+  const std::size_t avail = frames_count_ == 0 ? ring_.available_frames() : 0;
+  if (frames_count_ == 0 && avail < input_frame_) {
     const std::size_t ch = static_cast<std::size_t>(config_.channels);
-    const std::size_t avail = ring_.available_frames();
     const std::int64_t late_ns = now_ns - due;
     // The producer is mid-frame, or was sending and its next frame is a little late (a
     // microphone whose callbacks fall near the due time): a short wait beats splitting speech

@@ -33,15 +33,17 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamTrack
 
-from rtvoice import errors
+from rtvoice import _checks, errors
 from rtvoice.auth import Secret
 from rtvoice.rtc import loopback
 from rtvoice.rtc.loopback import is_loopback_url
 from rtvoice.rtc.native_audio import (
     EncodedAudioTrack,
     PacketSource,
+    RtcpWatch,
     RtpSink,
     RtpTap,
+    attach_rtcp_watch,
     attach_rtp_sink,
 )
 from rtvoice.rtc.thread import RtcThread
@@ -55,6 +57,8 @@ DATA_CHANNEL_LABEL = "oai-events"
 # RFC 8841 default when the answer carries no a=max-message-size (what aiortc assumes too).
 DEFAULT_MAX_MESSAGE_BYTES = 65536
 OPUS_FMTP = {"minptime": 10, "useinbandfec": 1}
+# How often the dead-peer watchdog looks at the last RTP and RTCP arrival (at most).
+WATCHDOG_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -119,6 +123,13 @@ class WebRTCTransport:
     fails, or the answer is unusable, :meth:`connect` raises :class:`errors.WebRTCUnavailableError`
     (a session with ``transport="auto"`` then falls back to WebSocket).
 
+    ``dead_peer_timeout_s``: once connected, when neither RTP nor RTCP has arrived from the
+    server for this long (a live server sends RTCP reports about every second even when the
+    assistant is silent), the call is declared lost: state ``"failed"``, reason ``"no RTP or
+    RTCP from the server for N s"``. A shorter freeze is ridden out; ``None`` disables the check.
+    The data channel closing and the peer connection failing (ICE, DTLS) or closing are reported
+    the same way at once, whatever the timeout.
+
     ``on_message(text)`` and ``on_state(state, reason)`` are called on the loop that called
     :meth:`connect`.
     """
@@ -139,6 +150,7 @@ class WebRTCTransport:
         http_timeout_s: float = 10.0,
         connect_timeout_s: float = 15.0,
         ice_timeout_s: float = 5.0,
+        dead_peer_timeout_s: float | None = 5.0,
         on_message: Callable[[str], None] | None = None,
         on_state: Callable[[str, str | None], None] | None = None,
     ) -> None:
@@ -161,6 +173,9 @@ class WebRTCTransport:
         self._http_timeout_s = http_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._ice_timeout_s = ice_timeout_s
+        self.dead_peer_timeout_s = _checks.positive_timeout(
+            dead_peer_timeout_s, "dead_peer_timeout_s", allow_none=True
+        )
         self._on_message = on_message
         self._on_state = on_state
 
@@ -174,6 +189,9 @@ class WebRTCTransport:
         self.messages_received = 0
         self.messages_sent = 0
         self.rtp_tap: RtpTap | None = None
+        self.rtcp_watch: RtcpWatch | None = None
+        # Monotonic ns when the call became connected (the dead-peer clock starts there).
+        self.connected_ns = 0
         self.outbound_track: MediaStreamTrack | None = None
         self.remote_ice_lite = False
 
@@ -184,6 +202,7 @@ class WebRTCTransport:
         self._pending: _Pending | None = None
         self._hangup_key: Secret | None = None
         self._closed = False
+        self._watchdog: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ application side
 
@@ -326,9 +345,14 @@ class WebRTCTransport:
             if state == "connected":
                 pending.connected.set()
             elif state in ("failed", "closed"):
-                pending.failure = pending.failure or f"peer connection {state}"
+                what = f"peer connection {state}"
+                if state == "failed":
+                    what += (
+                        " (ICE failed)" if pc.iceConnectionState == "failed" else " (DTLS failed)"
+                    )
+                pending.failure = pending.failure or what
                 pending.failed.set()
-                self._to_app(self._lost, f"peer connection {state}")
+                self._to_app(self._lost, what)
 
         # The track, when there is one, is attached now: the offer must say sendrecv.
         if self._uplink is not None:
@@ -345,6 +369,7 @@ class WebRTCTransport:
         )
         if self._downlink is not None:
             self.rtp_tap = attach_rtp_sink(transceiver.receiver, self._downlink)
+        self.rtcp_watch = attach_rtcp_watch(transceiver.receiver, transceiver.sender)
 
         channel = pc.createDataChannel(DATA_CHANNEL_LABEL)
         self._channel = channel
@@ -407,6 +432,30 @@ class WebRTCTransport:
         await self._wait(pending, pending.session_created, deadline, "session.created")
         self.timings.session_created_ms = _ms_since(t0)
         self.timings.total_ms = _ms_since(start)
+        self.connected_ns = time.monotonic_ns()
+        if self.dead_peer_timeout_s is not None:
+            self._watchdog = asyncio.ensure_future(self._watch_peer(self.dead_peer_timeout_s))
+
+    def last_heard_ns(self) -> int:
+        """Monotonic ns of the last RTP or RTCP from the server (or of connecting, if later)."""
+        tap, watch = self.rtp_tap, self.rtcp_watch
+        return max(
+            self.connected_ns,
+            tap.last_arrival_ns if tap is not None else 0,
+            watch.last_arrival_ns if watch is not None else 0,
+        )
+
+    async def _watch_peer(self, timeout_s: float) -> None:
+        """RTC loop, from connected until closed: declare the call lost after ``timeout_s``
+        without RTP or RTCP from the server."""
+        timeout_ns = int(timeout_s * 1e9)
+        interval_s = min(WATCHDOG_INTERVAL_S, timeout_s / 4)
+        while True:
+            silent_ns = time.monotonic_ns() - self.last_heard_ns()
+            if silent_ns >= timeout_ns:
+                self._to_app(self._lost, f"no RTP or RTCP from the server for {timeout_s:g} s")
+                return
+            await asyncio.sleep(min(interval_s, (timeout_ns - silent_ns) / 1e9))
 
     async def _wait(
         self, pending: _Pending, event: asyncio.Event, deadline: float, what: str
@@ -510,6 +559,9 @@ class WebRTCTransport:
         return out
 
     async def _close_on_rtc(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self.call_id and self._hangup_key and self.api_version == "ga":
             url = f"{self.base_url}/realtime/calls/{urllib.parse.quote(self.call_id)}/hangup"
             bearer = self._hangup_key.get_secret_value()

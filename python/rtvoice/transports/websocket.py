@@ -11,7 +11,10 @@ a blocked application loop never delays audio. On that loop:
   prebuffer and counts underruns, and passes every other event to the session. Audio deltas are
   not passed on: the audio goes to the speaker, as on WebRTC; :attr:`audio_samples_by_item`
   counts what was received per item (barge-in never truncates past it);
-- WebSocket pings measure the round-trip time.
+- WebSocket pings measure the round-trip time and keep the server talking: with
+  ``dead_peer_timeout_s`` (default 5 s), a call from which no message and no pong arrived for that
+  long is declared lost (pings go out every ``min(ping_interval_s, dead_peer_timeout_s / 3)``, so
+  a live server always answers in time).
 
 GA: ``wss://…/v1/realtime?model=…`` with ``Authorization: Bearer`` (standard or ephemeral key);
 the beta interface adds ``OpenAI-Beta: realtime=v1``.
@@ -35,7 +38,7 @@ from typing import Any, Literal, Protocol
 import aiohttp
 import numpy as np
 
-from rtvoice import errors
+from rtvoice import _checks, errors
 from rtvoice.rtc.thread import RtcThread
 from rtvoice.transports.base import ConnectTimings, TransportKind, TransportState
 
@@ -47,6 +50,8 @@ FRAME_MS = 20
 AUDIO_DELTA_TYPES = ("response.output_audio.delta", "response.audio.delta")
 # Bounded per-item received-audio bookkeeping (barge-in needs only the current item).
 _ITEMS_KEPT = 64
+# How often the dead-peer watchdog looks at the last arrival (at most).
+WATCHDOG_INTERVAL_S = 0.5
 
 
 class PcmUplink(Protocol):
@@ -92,6 +97,7 @@ class WebSocketTransport:
         http_timeout_s: float = 10.0,
         connect_timeout_s: float = 15.0,
         ping_interval_s: float = 5.0,
+        dead_peer_timeout_s: float | None = 5.0,
         on_message: Callable[[str], None] | None = None,
         on_state: Callable[[str, str | None], None] | None = None,
     ) -> None:
@@ -108,7 +114,12 @@ class WebSocketTransport:
         self.chunk_ms = chunk_ms
         self._http_timeout_s = http_timeout_s
         self._connect_timeout_s = connect_timeout_s
-        self._ping_interval_s = ping_interval_s
+        self.dead_peer_timeout_s = _checks.positive_timeout(
+            dead_peer_timeout_s, "dead_peer_timeout_s", allow_none=True
+        )
+        self.ping_interval_s = _checks.positive_interval(ping_interval_s, "ping_interval_s")
+        if self.dead_peer_timeout_s is not None:
+            self.ping_interval_s = min(self.ping_interval_s, self.dead_peer_timeout_s / 3)
         self._on_message = on_message
         self._on_state = on_state
 
@@ -127,6 +138,9 @@ class WebSocketTransport:
         self.audio_samples_received = 0
         self.bad_audio_deltas = 0
         self.rtt_ms: float | None = None
+        self.pongs_received = 0
+        # Monotonic ns of the last frame (message, pong, ping) from the server, or of connecting.
+        self.last_heard_ns = 0
         self.audio_samples_by_item: collections.OrderedDict[str, int] = collections.OrderedDict()
 
         self._rtc: RtcThread | None = None
@@ -284,6 +298,9 @@ class WebSocketTransport:
         if self._uplink is not None:
             self._tasks.append(loop.create_task(self._sender()))
         self._tasks.append(loop.create_task(self._pinger()))
+        self.last_heard_ns = max(self.last_heard_ns, time.monotonic_ns())
+        if self.dead_peer_timeout_s is not None:
+            self._tasks.append(loop.create_task(self._watch_peer(self.dead_peer_timeout_s)))
         self.timings.total_ms = (time.perf_counter() - start) * 1000.0
 
     async def _reader(self) -> None:
@@ -294,6 +311,7 @@ class WebSocketTransport:
         try:
             while True:
                 msg = await ws.receive()
+                self.last_heard_ns = time.monotonic_ns()
                 if msg.type == aiohttp.WSMsgType.CLOSE:
                     # The server's close frame: its reason is in the message, not on ws
                     # (which keeps only the code). `async for` would swallow this message.
@@ -308,6 +326,7 @@ class WebSocketTransport:
                 elif msg.type == aiohttp.WSMsgType.PING:
                     await ws.pong(msg.data)
                 elif msg.type == aiohttp.WSMsgType.PONG:
+                    self.pongs_received += 1
                     sent = self._ping_sent.pop(bytes(msg.data), None)
                     if sent is not None:
                         self.rtt_ms = (time.monotonic_ns() - sent) / 1e6
@@ -395,7 +414,19 @@ class WebSocketTransport:
             self._ping_sent = {payload: time.monotonic_ns()}
             with contextlib.suppress(ConnectionResetError, aiohttp.ClientError, RuntimeError):
                 await ws.ping(payload)
-            await asyncio.sleep(self._ping_interval_s)
+            await asyncio.sleep(self.ping_interval_s)
+
+    async def _watch_peer(self, timeout_s: float) -> None:
+        """RTC loop, from connected until closed: declare the call lost after ``timeout_s``
+        without any frame from the server (the pinger makes a live one answer)."""
+        timeout_ns = int(timeout_s * 1e9)
+        interval_s = min(WATCHDOG_INTERVAL_S, timeout_s / 4)
+        while True:
+            silent_ns = time.monotonic_ns() - self.last_heard_ns
+            if silent_ns >= timeout_ns:
+                self._to_app(self._lost, f"no message or pong from the server for {timeout_s:g} s")
+                return
+            await asyncio.sleep(min(interval_s, (timeout_ns - silent_ns) / 1e9))
 
     async def _send_on_rtc(self, text: str) -> None:
         ws = self._ws

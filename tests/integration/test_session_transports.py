@@ -141,9 +141,12 @@ def test_barge_in_truncates_at_the_audio_played_exact_to_a_frame(transport: str)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_text_turn_and_session_update_on_both_transports(transport: str) -> None:
     async def main() -> None:
-        async with Simulator() as sim, rtvoice.connect(
-            base_url=sim.base_url, api_key=sim.api_key, transport=transport
-        ) as session:
+        async with (
+            Simulator() as sim,
+            rtvoice.connect(
+                base_url=sim.base_url, api_key=sim.api_key, transport=transport
+            ) as session,
+        ):
             seen: list[str] = []
             await session.update(instructions="Be brief.")
             # (On WebSocket a standard key's session config goes first as session.update.)

@@ -9,11 +9,15 @@ thread and loop, so blocking the application's loop never delays audio; ``on_mes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import threading
+from collections.abc import Coroutine, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
-__all__ = ["ConnectTimings", "Transport", "TransportKind", "TransportState"]
+from rtvoice.rtc.thread import RtcThread
+
+__all__ = ["ConnectTimings", "Transport", "TransportKind", "TransportState", "close_rtc_now"]
 
 TransportKind = Literal["webrtc", "websocket"]
 TransportState = Literal["new", "connecting", "connected", "closed", "failed"]
@@ -79,3 +83,31 @@ class Transport(Protocol):
     async def close(self) -> None:
         """Hang up and release every thread, task and socket. Idempotent."""
         ...
+
+    def close_now(self, timeout_s: float = 2.0) -> None:
+        """Release the connection and its thread without the application's loop, from any
+        thread (a session's finalizer or exit hook): no hangup request, no state callback.
+        Idempotent; a no-op after :meth:`close`."""
+        ...
+
+
+def close_rtc_now(rtc: RtcThread, closing: Coroutine[Any, Any, None], timeout_s: float) -> None:
+    """Run ``closing`` on ``rtc``'s loop, then stop that loop, needing no other loop.
+
+    From any other thread: waits at most ``timeout_s`` for ``closing``, then joins the thread.
+    On the RTC thread itself (a finalizer the garbage collector ran there) both are scheduled,
+    not awaited.
+    """
+    if threading.current_thread() is rtc.thread:
+
+        async def close_then_stop() -> None:
+            with contextlib.suppress(Exception):
+                await closing
+            rtc.stop()
+
+        with contextlib.suppress(RuntimeError):  # already stopped
+            rtc.submit(close_then_stop())
+        return
+    with contextlib.suppress(Exception):  # stopped meanwhile, or closing took too long
+        rtc.submit(closing).result(timeout_s)
+    rtc.stop()

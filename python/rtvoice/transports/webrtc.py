@@ -47,7 +47,7 @@ from rtvoice.rtc.native_audio import (
     attach_rtp_sink,
 )
 from rtvoice.rtc.thread import RtcThread
-from rtvoice.transports.base import ConnectTimings, TransportKind, TransportState
+from rtvoice.transports.base import ConnectTimings, TransportKind, TransportState, close_rtc_now
 
 __all__ = ["DATA_CHANNEL_LABEL", "ConnectTimings", "WebRTCTransport", "is_loopback_url"]
 
@@ -277,6 +277,17 @@ class WebRTCTransport:
         await self._shutdown()
         if self.state != "failed":
             self._set_state("closed")
+
+    def close_now(self, timeout_s: float = 2.0) -> None:
+        """Close the peer connection on the RTC loop (at most ``timeout_s``) and stop the RTC
+        thread, from any thread and without the application's loop; no hangup POST, no state
+        callback. Idempotent; a no-op after :meth:`close`."""
+        rtc = self._rtc
+        if self._closed or rtc is None:
+            return
+        self._closed = True
+        self._hangup_key = None
+        close_rtc_now(rtc, self._close_on_rtc(), timeout_s)
 
     def set_loss_hint(self, percent: int) -> None:
         """The encoder belongs to the RTC thread: the call is made there."""

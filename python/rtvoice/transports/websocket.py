@@ -40,7 +40,7 @@ import numpy as np
 
 from rtvoice import _checks, errors
 from rtvoice.rtc.thread import RtcThread
-from rtvoice.transports.base import ConnectTimings, TransportKind, TransportState
+from rtvoice.transports.base import ConnectTimings, TransportKind, TransportState, close_rtc_now
 
 __all__ = ["WebSocketTransport", "websocket_url"]
 
@@ -206,6 +206,16 @@ class WebSocketTransport:
         await self._shutdown()
         if self.state != "failed":
             self._set_state("closed")
+
+    def close_now(self, timeout_s: float = 2.0) -> None:
+        """Close the socket on the RTC loop (at most ``timeout_s``) and stop the RTC thread, from
+        any thread and without the application's loop; no state callback. Idempotent; a no-op
+        after :meth:`close`."""
+        rtc = self._rtc
+        if self._closed or rtc is None:
+            return
+        self._closed = True
+        close_rtc_now(rtc, self._close_on_rtc(), timeout_s)
 
     @property
     def rtc_thread(self) -> RtcThread | None:

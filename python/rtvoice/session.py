@@ -16,11 +16,15 @@ metrics. Nothing here is specific to either transport.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import inspect
 import json
 import logging
+import threading
 import time
+import warnings
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, Self
@@ -118,6 +122,62 @@ class SessionMetrics:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _weak_method(method: Callable[..., Any], default: Any = None) -> Callable[..., Any]:
+    """``method`` without a strong reference to its object: threads and transports that hold
+    a session's callbacks must not keep a forgotten session alive. Once the object is gone the
+    call returns ``default``."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        bound = ref()
+        return default if bound is None else bound(*args)
+
+    return call
+
+
+class _NativeParts:
+    """What a session must stop even without its event loop: the attached sources, the playout
+    threads (driver and pump) and the transport's RTC thread with its sockets.
+
+    It holds no reference to the session, so a session that was never closed can be collected,
+    and then stopped by its finalizer; :func:`_stop_at_exit` stops those still alive when the
+    interpreter exits. :meth:`stop` works from any thread except the playout driver's.
+    """
+
+    def __init__(self, engine: AudioEngine, transport: Transport) -> None:
+        self.engine = engine
+        self.transport = transport
+        self.sources: list[AudioSource] = []
+        # True from open() until every part was released.
+        self.live = False
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        with self._lock:
+            if not self.live:
+                return
+            self.live = False
+            sources, self.sources = self.sources, []
+        for source in sources:
+            with contextlib.suppress(Exception):
+                source.stop()
+        with contextlib.suppress(Exception):
+            self.engine.stop_playout()
+        with contextlib.suppress(Exception):
+            self.transport.close_now()
+
+
+# The native parts of every session between open() and release, weakly: an interpreter that
+# exits with sessions still open stops their threads first.
+_LIVE_PARTS: weakref.WeakSet[_NativeParts] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    for parts in list(_LIVE_PARTS):
+        parts.stop()
 
 
 def _tool_from(obj: Any) -> Tool:
@@ -254,7 +314,6 @@ class RealtimeSession:
         self.dropped_events = 0
         self._queue: asyncio.Queue[events.ServerEvent | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._sources: list[AudioSource] = []
         self._stats: dict[str, Any] = {}
         self._tool_calls = 0
         self._barge_ins = 0
@@ -267,6 +326,12 @@ class RealtimeSession:
         self._response_active = False
         self._key_ms: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._native = _NativeParts(self._engine, self._transport)
+        # The task running open()'s steps; close() cancels it while it is still connecting.
+        self._opening: asyncio.Task[None] | None = None
+        self._open_cancellable = False
+        self._close_requested = False
+        self._closing: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ configuration
 
@@ -290,7 +355,7 @@ class RealtimeSession:
             mode,
             self._audio_options,
             sink=self._audio_sink,
-            on_sink_failing=self._sink_failing,
+            on_sink_failing=_weak_method(self._sink_failing),
         )
 
     def _make_transport(self) -> Transport:
@@ -307,8 +372,8 @@ class RealtimeSession:
                 http_timeout_s=self._http_timeout_s,
                 connect_timeout_s=self._connect_timeout_s,
                 ice_timeout_s=self._ice_timeout_s,
-                on_message=self._on_message,
-                on_state=self._on_transport_state,
+                on_message=_weak_method(self._on_message),
+                on_state=_weak_method(self._on_transport_state),
             )
         return WebSocketTransport(
             base_url=self.base_url,
@@ -319,8 +384,8 @@ class RealtimeSession:
             chunk_ms=self._audio_options.ws_chunk_ms,
             http_timeout_s=self._http_timeout_s,
             connect_timeout_s=self._connect_timeout_s,
-            on_message=self._on_message,
-            on_state=self._on_transport_state,
+            on_message=_weak_method(self._on_message),
+            on_state=_weak_method(self._on_transport_state),
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -353,11 +418,25 @@ class RealtimeSession:
         self._state_listeners.append(listener)
 
     async def open(self) -> None:
+        """Connect; raises :class:`rtvoice.errors.SessionError` if :meth:`close` is called
+        meanwhile (the session is then closed)."""
         if self.state != "idle":
             raise errors.SessionError(f"open() on a session in state {self.state!r}")
         self._loop = asyncio.get_running_loop()
-        started = time.perf_counter()
+        self._native.live = True
+        _LIVE_PARTS.add(self._native)
         self._set_state("connecting")
+        # The steps run in their own task so that close() cancels them, not the caller's task.
+        steps = asyncio.ensure_future(self._open_steps())
+        self._opening = steps
+        try:
+            await steps
+        finally:
+            self._opening = None
+
+    async def _open_steps(self) -> None:
+        started = time.perf_counter()
+        self._open_cancellable = True
         try:
             key, multipart_session, hangup_key = await self._credentials()
             try:
@@ -368,9 +447,17 @@ class RealtimeSession:
                 await self._fall_back(str(exc))
                 await self._connect_transport(key, multipart_session, hangup_key)
         except BaseException as exc:
+            self._open_cancellable = False  # the release below must run to its end
+            if self._close_requested:
+                await self._release()
+                self._set_state("closed", "closed while opening")
+                self._queue.put_nowait(None)
+                raise errors.SessionError("the session was closed while opening") from None
             self._set_state("failed", errors.redact(str(exc)) or type(exc).__name__)
             await self._release()
             raise
+        # From here on nothing awaits: a close() now finds the session connected.
+        self._open_cancellable = False
         timings = self._transport.timings
         timings.key_ms = self._key_ms
         timings.total_ms = (time.perf_counter() - started) * 1000.0
@@ -406,23 +493,61 @@ class RealtimeSession:
         if waiting.size:
             self._engine.input.push(waiting.reshape(-1), old.uplink.input_rate)
         self._transport = self._make_transport()
+        self._native.engine, self._native.transport = self._engine, self._transport
         self._fallback_reason = reason
         data = {"type": FALLBACK_EVENT, "from": "webrtc", "to": "websocket", "reason": reason}
         self._enqueue(events.ServerEvent(type=FALLBACK_EVENT, event_id=None, data=data))
 
     async def close(self) -> None:
-        """Hang up and release every thread, task and socket. Idempotent."""
+        """Hang up and release every thread, task and socket. Idempotent.
+
+        Works from any event loop or thread: from another loop than the session's it runs on
+        the session's loop while that loop runs, and without it once it has stopped. During
+        :meth:`open`, it cancels the connect and ``open()`` raises :class:`SessionError`.
+        """
+        owner = self._loop
+        if owner is not None and owner is not asyncio.get_running_loop():
+            if owner.is_running():  # on another thread
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.close(), owner))
+            else:
+                await self._close_without_owner_loop()
+            return
         if self.state == "closed":
             return
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close_once())
+        await asyncio.shield(self._closing)
+
+    async def _close_once(self) -> None:
+        opening = self._opening
+        if opening is not None and not opening.done():
+            self._close_requested = True
+            if self._open_cancellable:
+                opening.cancel()  # open() releases, ends in "closed" and raises SessionError
+            await asyncio.wait({opening})
+        if self.state != "closed":
+            await self._release()
+            self._set_state("closed")
+            self._queue.put_nowait(None)
+
+    async def _close_without_owner_loop(self) -> None:
+        """close() after the session's loop stopped: its tasks can be neither awaited nor, once
+        the loop is closed, cancelled (asyncio.run has cancelled them already)."""
+        if self.state == "closed":
+            return
+        for task in self._tasks:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                task.cancel()
+        self._tasks.clear()
         await self._release()
         self._set_state("closed")
         self._queue.put_nowait(None)
 
     async def _release(self) -> None:
-        for source in self._sources:
+        sources, self._native.sources = self._native.sources, []
+        for source in sources:
             with contextlib.suppress(Exception):
                 source.stop()
-        self._sources.clear()
         await asyncio.get_running_loop().run_in_executor(None, self._engine.stop_playout)
         tasks = [t for t in self._tasks if not t.done()]
         for task in tasks:
@@ -430,6 +555,26 @@ class RealtimeSession:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._transport.close()
+        self._native.live = False
+        _LIVE_PARTS.discard(self._native)
+
+    def __del__(self) -> None:
+        # Like asyncio's transports: a session opened and never closed says so when collected,
+        # and its threads stop without its (possibly closed) event loop.
+        native: _NativeParts | None = self.__dict__.get("_native")  # None: __init__ raised
+        if native is None or not native.live:
+            return
+        try:
+            warnings.warn(
+                f"unclosed RealtimeSession (state {self.state!r}, transport "
+                f"{self._transport.kind!r}); use 'async with rtvoice.connect(...)' or "
+                "'await session.close()'",
+                ResourceWarning,
+                stacklevel=1,  # a finalizer has no caller to point at
+                source=self,
+            )
+        finally:  # also when warnings are errors
+            native.stop()
 
     async def _credentials(self) -> tuple[str, dict[str, Any] | None, str | None]:
         """(key for the SDP POST or the WebSocket, session for a multipart offer, standard key
@@ -512,8 +657,9 @@ class RealtimeSession:
 
     def attach_source(self, source: AudioSource) -> None:
         """Start ``source``; it pushes audio from its own thread until the session closes."""
-        self._sources.append(source)
-        source.start(self.push_audio)
+        self._native.sources.append(source)
+        # Weakly: a source's thread must not keep a forgotten session alive.
+        source.start(_weak_method(self.push_audio, 0))
 
     # ------------------------------------------------------------------ audio out
 

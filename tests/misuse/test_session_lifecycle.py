@@ -1,20 +1,23 @@
 """Session lifecycle misuse: a session never closed, closed from another loop or thread, closed
-while opening."""
+while opening; a slow synchronous tool; events that never left counted as sent."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import math
 import os
 import sys
 import threading
+import time
 import warnings
 from typing import Any
 
 import pytest
 
 import rtvoice
-from rtvoice import errors
+from rtvoice import errors, events
 from rtvoice.simulator import Call, Simulator
 
 TRANSPORTS = ["webrtc", "websocket"]
@@ -241,5 +244,67 @@ def test_close_while_open_is_running_makes_open_raise_session_error_and_ends_clo
             assert _client_tasks() - tasks_before == set()
             with pytest.raises(errors.SessionError):
                 await session.open()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------- tools and counters
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_slow_synchronous_tool_does_not_block_the_event_loop(transport: str) -> None:
+    started = threading.Event()
+    finished = threading.Event()
+
+    def get_weather(location: str) -> dict[str, Any]:
+        """Current weather."""
+        started.set()
+        time.sleep(1.0)
+        finished.set()
+        return {"temp_c": 20}
+
+    async def main() -> None:
+        ticks_during_tool = 0
+
+        async def heartbeat() -> None:
+            nonlocal ticks_during_tool
+            while True:
+                await asyncio.sleep(0.05)
+                if started.is_set() and not finished.is_set():
+                    ticks_during_tool += 1
+
+        async with Simulator() as sim, _connect(sim, transport, tools=[get_weather]) as session:
+            beating = asyncio.ensure_future(heartbeat())
+            await session.send_text("weather?")
+            call = await sim.wait_for_call()
+            output = await call.wait_for_client_event(
+                lambda e: e.get("item", {}).get("type") == "function_call_output", timeout=20
+            )
+            beating.cancel()
+            assert finished.is_set()
+            assert json.loads(output["item"]["output"]) == {"temp_c": 20}
+            # 1 s in 50 ms ticks is 20: the loop kept running while the tool slept.
+            assert ticks_during_tool >= 10
+
+    asyncio.run(main())
+
+
+def test_events_sent_counts_neither_an_unserializable_nor_an_oversized_event() -> None:
+    async def main() -> None:
+        # A peer that accepts data-channel messages of up to 64 KiB (the RFC 8841 default).
+        async with (
+            Simulator(max_message_size=64 * 1024) as sim,
+            _connect(sim, "webrtc") as session,
+        ):
+            sent = session.metrics.events_sent
+            with pytest.raises(ValueError, match="finite number"):
+                await session.send(events.session_update(speed=math.nan))
+            assert session.metrics.events_sent == sent
+            too_big = events.conversation_item_create_text("x" * (64 * 1024))
+            with pytest.raises(errors.TransportError, match="maximum message size"):
+                await session.send(too_big)
+            assert session.metrics.events_sent == sent
+            await session.send_text("fits", respond=False)
+            assert session.metrics.events_sent == sent + 1
 
     asyncio.run(main())

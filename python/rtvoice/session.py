@@ -218,6 +218,10 @@ class RealtimeSession:
     :meth:`read_audio` returns; 0 turns recording off; overflow is counted in
     ``metrics.playout["record_dropped_samples"]``), ``input_buffer_s`` (the bound of audio queued
     for sending; overflow counted in ``metrics.uplink["frames_dropped"]``).
+
+    ``dead_peer_timeout_s`` (default 5 s; None turns it off): a call from which nothing arrives
+    for that long (no RTP and no RTCP on WebRTC, no message and no pong on WebSocket) fails with
+    that reason in the state event; a shorter freeze is ridden out.
     """
 
     def __init__(
@@ -248,6 +252,7 @@ class RealtimeSession:
         barge_in: bool = True,
         connect_timeout_s: float = 15.0,
         ice_timeout_s: float = 5.0,
+        dead_peer_timeout_s: float | None = 5.0,
         http_timeout_s: float = 10.0,
         stats_interval_s: float = 1.0,
         max_queued_events: int = 10000,
@@ -258,9 +263,7 @@ class RealtimeSession:
             )
         if api_version not in ("ga", "beta"):
             raise ValueError(f"api_version must be 'ga' or 'beta', not {api_version!r}")
-        if ice_servers is not None and (
-            isinstance(ice_servers, (str, bytes)) or not isinstance(ice_servers, (list, tuple))
-        ):
+        if ice_servers is not None and (not isinstance(ice_servers, (list, tuple))):
             raise TypeError(
                 "ice_servers must be a list of aiortc.RTCIceServer, e.g. "
                 "[RTCIceServer(urls='stun:stun.example.org')], not "
@@ -273,6 +276,9 @@ class RealtimeSession:
         self._http_timeout_s = _checks.positive_timeout(http_timeout_s, "http_timeout_s")
         self._connect_timeout_s = _checks.positive_timeout(connect_timeout_s, "connect_timeout_s")
         self._ice_timeout_s = _checks.positive_timeout(ice_timeout_s, "ice_timeout_s")
+        self._dead_peer_timeout_s = _checks.positive_timeout(
+            dead_peer_timeout_s, "dead_peer_timeout_s", allow_none=True
+        )
         self._stats_interval_s = _checks.positive_interval(stats_interval_s, "stats_interval_s")
         if not isinstance(max_queued_events, int) or max_queued_events < 1:
             raise ValueError(f"max_queued_events must be a positive int, not {max_queued_events!r}")
@@ -372,6 +378,7 @@ class RealtimeSession:
                 http_timeout_s=self._http_timeout_s,
                 connect_timeout_s=self._connect_timeout_s,
                 ice_timeout_s=self._ice_timeout_s,
+                dead_peer_timeout_s=self._dead_peer_timeout_s,
                 on_message=_weak_method(self._on_message),
                 on_state=_weak_method(self._on_transport_state),
             )
@@ -384,6 +391,7 @@ class RealtimeSession:
             chunk_ms=self._audio_options.ws_chunk_ms,
             http_timeout_s=self._http_timeout_s,
             connect_timeout_s=self._connect_timeout_s,
+            dead_peer_timeout_s=self._dead_peer_timeout_s,
             on_message=_weak_method(self._on_message),
             on_state=_weak_method(self._on_transport_state),
         )

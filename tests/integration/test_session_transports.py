@@ -181,3 +181,36 @@ def test_beta_interface_over_websocket() -> None:
             assert call.beta  # selected by the OpenAI-Beta header
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_vanished_server_fails_the_session_with_the_reason(transport: str) -> None:
+    async def main() -> None:
+        async with Simulator() as sim, rtvoice.connect(
+            base_url=sim.base_url,
+            api_key=sim.api_key,
+            transport=transport,
+            dead_peer_timeout_s=2.0,
+        ) as session:
+            await asyncio.sleep(0.5)
+            sim.faults.vanish()
+            reasons: list[str] = []
+
+            async def wait_failed() -> None:
+                async for event in session:
+                    if event.type == "rtvoice.state_changed" and event["state"] == "failed":
+                        reasons.append(str(event.get("reason")))
+                        return
+
+            # Bound with slack: the 2 s timeout, the watchdog's 0.5 s period, a loaded host.
+            await asyncio.wait_for(wait_failed(), 10)
+            assert session.state == "failed"
+            assert "from the server for 2 s" in reasons[0]
+
+    asyncio.run(main())
+
+
+def test_dead_peer_timeout_must_be_positive_or_none() -> None:
+    with pytest.raises(ValueError, match="dead_peer_timeout_s"):
+        rtvoice.connect(base_url="http://127.0.0.1:9/v1", api_key="sk-x", dead_peer_timeout_s=0)
+    rtvoice.connect(base_url="http://127.0.0.1:9/v1", api_key="sk-x", dead_peer_timeout_s=None)

@@ -186,12 +186,15 @@ def test_beta_interface_over_websocket() -> None:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_vanished_server_fails_the_session_with_the_reason(transport: str) -> None:
     async def main() -> None:
-        async with Simulator() as sim, rtvoice.connect(
-            base_url=sim.base_url,
-            api_key=sim.api_key,
-            transport=transport,
-            dead_peer_timeout_s=2.0,
-        ) as session:
+        async with (
+            Simulator() as sim,
+            rtvoice.connect(
+                base_url=sim.base_url,
+                api_key=sim.api_key,
+                transport=transport,
+                dead_peer_timeout_s=2.0,
+            ) as session,
+        ):
             await asyncio.sleep(0.5)
             sim.faults.vanish()
             reasons: list[str] = []

@@ -476,7 +476,7 @@ class RealtimeSession:
     async def _connect_transport(
         self, key: str, multipart_session: dict[str, Any] | None, hangup_key: str | None
     ) -> None:
-        if self._transport.kind == "websocket":
+        if self._transport.session_delivery == "session.update":
             # A standard key carries no session: it goes as session.update after session.created.
             standard = not key.startswith("ek_")
             session = self._session_config if standard else None
@@ -771,24 +771,17 @@ class RealtimeSession:
             if tool is not None:
                 self._spawn(self._run_tool(tool, event))
 
-    def _item_received_ms(self, item_id: str) -> float | None:
-        """WebSocket: ms of audio received for the item (None on WebRTC: the server knows)."""
-        by_item = getattr(self._transport, "audio_samples_by_item", None)
-        if by_item is None:
-            return None
-        return float(by_item.get(item_id, 0)) / 24.0
-
     def _played_ms(self) -> float:
         played = self._engine.downlink.media_samples_played - self._audio_item_start_samples
         return max(0, played) * 1000.0 / self._audio_options.output_rate_hz
 
     def _assistant_audible(self) -> bool:
-        if self._transport.kind == "webrtc":
+        if self._transport.server_output_buffer:
             return self._audio_playing
-        # No server-side output buffer on WebSocket: audio is audible while a response is being
-        # generated or while received audio has not all been played yet.
+        # No server-side output buffer: audio is audible while a response is being generated or
+        # while received audio has not all been played yet.
         assert self._audio_item_id is not None
-        received = self._item_received_ms(self._audio_item_id) or 0.0
+        received = self._transport.audio_received_ms(self._audio_item_id) or 0.0
         return self._response_active or self._played_ms() + 20.0 < received
 
     def _interrupt(self) -> None:
@@ -796,14 +789,15 @@ class RealtimeSession:
         played_ms = self._played_ms()
         item_id = self._audio_item_id
         assert item_id is not None
-        received = self._item_received_ms(item_id)
+        received = self._transport.audio_received_ms(item_id)
         if received is not None:
             played_ms = min(played_ms, received)  # never more than was received
         self._engine.downlink.flush()
         self._barge_ins += 1
         self._audio_playing = False
         self._audio_item_id = None
-        if self._transport.kind == "websocket" and self._response_active:
+        if not self._transport.server_output_buffer and self._response_active:
+            # Nothing on the server stops the response: the client does.
             self._spawn(self._send_quietly(events.response_cancel()))
         truncate = events.conversation_item_truncate(item_id, int(played_ms))
         self._spawn(self._send_quietly(truncate))

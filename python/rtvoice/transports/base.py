@@ -54,6 +54,12 @@ class Transport(Protocol):
     max_message_bytes: int
     # Why the transport failed or closed, when it did.
     reason: str | None
+    # True when the server buffers the output audio, reports output_audio_buffer.* and stops it
+    # itself on barge-in (WebRTC); False when the client's playout is the only buffer (WebSocket).
+    server_output_buffer: bool
+    # How a standard key's session configuration reaches the server: in a multipart offer
+    # (WebRTC) or as a session.update after session.created (WebSocket).
+    session_delivery: Literal["multipart", "session.update"]
 
     async def connect(
         self,
@@ -74,6 +80,11 @@ class Transport(Protocol):
         """Network statistics with the same names on every transport: ``rtt_ms``,
         ``packets_sent``, ``packets_received``, ``packets_lost``, ``jitter_ms``, and
         ``remote_fraction_lost`` where the peer reports it."""
+        ...
+
+    def audio_received_ms(self, item_id: str) -> float | None:
+        """Milliseconds of the item's audio received so far, where the client counts it
+        (WebSocket); None where the server keeps the output buffer (WebRTC)."""
         ...
 
     def set_loss_hint(self, percent: int) -> None:

@@ -135,6 +135,8 @@ class WebRTCTransport:
     """
 
     kind: TransportKind = "webrtc"
+    server_output_buffer = True
+    session_delivery: Literal["multipart", "session.update"] = "multipart"
 
     def __init__(
         self,
@@ -288,6 +290,11 @@ class WebRTCTransport:
         self._closed = True
         self._hangup_key = None
         close_rtc_now(rtc, self._close_on_rtc(), timeout_s)
+
+    def audio_received_ms(self, item_id: str) -> float | None:
+        """None: the server keeps the output buffer and knows what it sent."""
+        del item_id
+        return None
 
     def set_loss_hint(self, percent: int) -> None:
         """The encoder belongs to the RTC thread: the call is made there."""

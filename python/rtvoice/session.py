@@ -117,6 +117,8 @@ class SessionMetrics:
     events_sent: int = 0
     malformed_events: int = 0
     dropped_events: int = 0
+    # Media callbacks that failed and were counted instead of raised (track, tap, audio deltas).
+    media_errors: int = 0
     tool_calls: int = 0
     barge_ins: int = 0
 
@@ -910,6 +912,7 @@ class RealtimeSession:
             events_sent=self._codec.sent_count,
             malformed_events=self._codec.malformed_count,
             dropped_events=self.dropped_events,
+            media_errors=int(s.get("media_errors", 0)),
             tool_calls=self._tool_calls,
             barge_ins=self._barge_ins,
         )

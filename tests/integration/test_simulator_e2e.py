@@ -133,6 +133,7 @@ def test_audio_round_trip_is_intact(transport: str) -> None:
         # The native clocks kept time: no playout tick woke a frame late, nothing was dropped.
         assert m.playout["late_ticks"] == 0
         assert m.uplink["frames_dropped"] == 0
+        assert m.media_errors == 0  # no media callback failed
         assert m.uplink["input_frames_sent"] > 100
         assert m.events_sent >= 0
         assert m.events_received > 5

@@ -9,15 +9,24 @@ thread and loop, so blocking the application's loop never delays audio; ``on_mes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
 from rtvoice.rtc.thread import RtcThread
 
-__all__ = ["ConnectTimings", "Transport", "TransportKind", "TransportState", "close_rtc_now"]
+__all__ = [
+    "ConnectTimings",
+    "ThreadedTransport",
+    "Transport",
+    "TransportKind",
+    "TransportState",
+    "close_rtc_now",
+]
 
 TransportKind = Literal["webrtc", "websocket"]
 TransportState = Literal["new", "connecting", "connected", "closed", "failed"]
@@ -79,7 +88,8 @@ class Transport(Protocol):
     async def get_stats(self) -> dict[str, Any]:
         """Network statistics with the same names on every transport: ``rtt_ms``,
         ``packets_sent``, ``packets_received``, ``packets_lost``, ``jitter_ms``, and
-        ``remote_fraction_lost`` where the peer reports it."""
+        ``remote_fraction_lost`` where the peer reports it, and ``media_errors``: failures of the
+        media callbacks (outbound track, RTP tap, audio deltas), counted instead of raised."""
         ...
 
     def audio_received_ms(self, item_id: str) -> float | None:
@@ -122,3 +132,54 @@ def close_rtc_now(rtc: RtcThread, closing: Coroutine[Any, Any, None], timeout_s:
     with contextlib.suppress(Exception):  # stopped meanwhile, or closing took too long
         rtc.submit(closing).result(timeout_s)
     rtc.stop()
+
+
+class ThreadedTransport:
+    """What both transports share: a private RtcThread loop for the network, callbacks handed to
+    the application's loop, and the state changes reported through ``on_state``."""
+
+    label = "transport"
+    state: TransportState
+    reason: str | None
+    messages_received: int
+    _closed: bool
+    _rtc: RtcThread | None
+    _app_loop: asyncio.AbstractEventLoop | None
+    _on_message: Callable[[str], None] | None
+    _on_state: Callable[[str, str | None], None] | None
+
+    def _set_state(self, state: TransportState, reason: str | None = None) -> None:
+        if self.state == state or self.state == "closed":
+            return
+        self.state = state
+        if reason is not None:
+            self.reason = reason
+        if self._on_state is not None:
+            self._on_state(state, reason)
+
+    def _to_app(self, callback: Callable[..., None], *args: Any) -> None:
+        loop = self._app_loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(callback, *args)
+
+    def _deliver(self, text: str) -> None:
+        self.messages_received += 1
+        if self._on_message is not None:
+            self._on_message(text)
+
+    def _lost(self, reason: str) -> None:
+        if self.state == "connected" and not self._closed:
+            logging.getLogger(type(self).__module__).warning("%s lost: %s", self.label, reason)
+            self._set_state("failed", reason)
+
+    async def _close_on_rtc(self) -> None:
+        raise NotImplementedError
+
+    async def _shutdown(self) -> None:
+        rtc = self._rtc
+        if rtc is None:
+            return
+        with contextlib.suppress(Exception):
+            await rtc.run(self._close_on_rtc())
+        await asyncio.get_running_loop().run_in_executor(None, rtc.stop)

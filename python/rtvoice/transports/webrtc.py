@@ -47,7 +47,13 @@ from rtvoice.rtc.native_audio import (
     attach_rtp_sink,
 )
 from rtvoice.rtc.thread import RtcThread
-from rtvoice.transports.base import ConnectTimings, TransportKind, TransportState, close_rtc_now
+from rtvoice.transports.base import (
+    ConnectTimings,
+    ThreadedTransport,
+    TransportKind,
+    TransportState,
+    close_rtc_now,
+)
 
 __all__ = ["DATA_CHANNEL_LABEL", "ConnectTimings", "WebRTCTransport", "is_loopback_url"]
 
@@ -110,7 +116,7 @@ def munge_opus_fmtp(sdp: str, params: Mapping[str, int]) -> str:
     return eol.join(out)
 
 
-class WebRTCTransport:
+class WebRTCTransport(ThreadedTransport):
     """One WebRTC call to a Realtime API server.
 
     ``uplink`` (the native :class:`rtvoice.Uplink` in Opus mode, or any :class:`PacketSource`)
@@ -134,6 +140,7 @@ class WebRTCTransport:
     :meth:`connect`.
     """
 
+    label = "WebRTC transport"
     kind: TransportKind = "webrtc"
     server_output_buffer = True
     session_delivery: Literal["multipart", "session.update"] = "multipart"
@@ -308,39 +315,6 @@ class WebRTCTransport:
         return self._rtc
 
     # ------------------------------------------------------------------ internals
-
-    def _set_state(self, state: TransportState, reason: str | None = None) -> None:
-        if self.state == state or self.state in ("closed",):
-            return
-        self.state = state
-        if reason is not None:
-            self.reason = reason
-        if self._on_state is not None:
-            self._on_state(state, reason)
-
-    def _to_app(self, callback: Callable[..., None], *args: Any) -> None:
-        loop = self._app_loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(callback, *args)
-
-    def _deliver(self, text: str) -> None:
-        self.messages_received += 1
-        if self._on_message is not None:
-            self._on_message(text)
-
-    def _lost(self, reason: str) -> None:
-        if self.state == "connected" and not self._closed:
-            logger.warning("WebRTC transport lost: %s", reason)
-            self._set_state("failed", reason)
-
-    async def _shutdown(self) -> None:
-        rtc = self._rtc
-        if rtc is None:
-            return
-        with contextlib.suppress(Exception):
-            await rtc.run(self._close_on_rtc())
-        await asyncio.get_running_loop().run_in_executor(None, rtc.stop)
 
     def _url(self) -> str:
         if self.api_version == "beta":
@@ -574,6 +548,9 @@ class WebRTCTransport:
                 out["remote_packets_lost"] = stats.packetsLost
                 out["remote_fraction_lost"] = stats.fractionLost / 256.0
                 out["remote_jitter_ms"] = stats.jitter / 48.0
+        track = self.outbound_track
+        track_errors = track.errors if isinstance(track, EncodedAudioTrack) else 0
+        out["media_errors"] = track_errors + (self.rtp_tap.errors if self.rtp_tap else 0)
         return out
 
     async def _close_on_rtc(self) -> None:

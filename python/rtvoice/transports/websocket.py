@@ -40,7 +40,13 @@ import numpy as np
 
 from rtvoice import _checks, errors
 from rtvoice.rtc.thread import RtcThread
-from rtvoice.transports.base import ConnectTimings, TransportKind, TransportState, close_rtc_now
+from rtvoice.transports.base import (
+    ConnectTimings,
+    ThreadedTransport,
+    TransportKind,
+    TransportState,
+    close_rtc_now,
+)
 
 __all__ = ["WebSocketTransport", "websocket_url"]
 
@@ -75,7 +81,7 @@ def websocket_url(base_url: str, *, model: str | None) -> str:
     return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path + "/realtime", query, ""))
 
 
-class WebSocketTransport:
+class WebSocketTransport(ThreadedTransport):
     """One WebSocket connection to a Realtime API server.
 
     ``on_message(text)`` and ``on_state(state, reason)`` are called on the loop that called
@@ -83,6 +89,7 @@ class WebSocketTransport:
     ``session.update`` right after ``session.created`` (a standard key carries no session).
     """
 
+    label = "WebSocket transport"
     kind: TransportKind = "websocket"
     server_output_buffer = False
     session_delivery: Literal["multipart", "session.update"] = "session.update"
@@ -195,6 +202,7 @@ class WebSocketTransport:
             "packets_received": self.audio_deltas_received,
             "packets_lost": 0,
             "jitter_ms": None,
+            "media_errors": self.bad_audio_deltas,
         }
 
     def audio_received_ms(self, item_id: str) -> float | None:
@@ -228,39 +236,6 @@ class WebSocketTransport:
         return self._rtc
 
     # ------------------------------------------------------------------ internals
-
-    def _set_state(self, state: TransportState, reason: str | None = None) -> None:
-        if self.state == state or self.state == "closed":
-            return
-        self.state = state
-        if reason is not None:
-            self.reason = reason
-        if self._on_state is not None:
-            self._on_state(state, reason)
-
-    def _to_app(self, callback: Callable[..., None], *args: Any) -> None:
-        loop = self._app_loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(callback, *args)
-
-    def _deliver(self, text: str) -> None:
-        self.messages_received += 1
-        if self._on_message is not None:
-            self._on_message(text)
-
-    def _lost(self, reason: str) -> None:
-        if self.state == "connected" and not self._closed:
-            logger.warning("WebSocket transport lost: %s", reason)
-            self._set_state("failed", reason)
-
-    async def _shutdown(self) -> None:
-        rtc = self._rtc
-        if rtc is None:
-            return
-        with contextlib.suppress(Exception):
-            await rtc.run(self._close_on_rtc())
-        await asyncio.get_running_loop().run_in_executor(None, rtc.stop)
 
     async def _connect_on_rtc(self, key: str, session: Mapping[str, Any] | None) -> None:
         start = time.perf_counter()

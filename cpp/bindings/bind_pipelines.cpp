@@ -1,5 +1,6 @@
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <limits>
 #include <memory>
@@ -125,6 +126,15 @@ class PyUplink {
     d["padded_frames"] = s.padded_frames;
     d["silent_frames"] = s.silent_frames;
     d["clock_resets"] = s.clock_resets;
+    d["voiced_frames"] = s.voiced_frames;
+    d["last_voiced_ns"] = s.last_voiced_ns;
+    d["sent_energy"] = s.sent_energy;
+    d["sent_samples"] = s.sent_samples;
+    d["send_intervals"] = s.send_intervals;
+    d["send_interval_sum_ms"] = s.send_interval_sum_ms;
+    d["send_interval_sumsq_ms2"] = s.send_interval_sumsq_ms2;
+    d["send_interval_max_ms"] = s.send_interval_max_ms;
+    d["send_intervals_over_30ms"] = s.send_intervals_over_30ms;
     d["pending_input_frames"] = uplink_.pending_input_frames();
     return d;
   }
@@ -204,6 +214,24 @@ class PyDownlink {
     d["media_samples_played"] = s.media_samples_played;
     d["flushes"] = s.flushes;
     d["pcm_underruns"] = s.pcm_underruns;
+    d["voice_onsets"] = s.voice_onsets;
+    // The onsets still held, oldest first, each with its index in the count.
+    py::list onsets;
+    const std::uint64_t held =
+        std::min<std::uint64_t>(s.voice_onsets, DownlinkStats::kOnsetHistory);
+    for (std::uint64_t i = s.voice_onsets - held; i < s.voice_onsets; ++i) {
+      const std::size_t k = static_cast<std::size_t>(i % DownlinkStats::kOnsetHistory);
+      py::dict o;
+      o["index"] = i;
+      o["play_ns"] = s.onset_play_ns[k];
+      o["block_play_ns"] = s.onset_block_play_ns[k];
+      o["jb_ns"] = s.onset_jb_ns[k];
+      o["arrival_ns"] = s.onset_arrival_ns[k];
+      onsets.append(o);
+    }
+    d["onsets"] = onsets;
+    d["last_voiced_ns"] = s.last_voiced_ns;
+    d["output_energy"] = s.output_energy;
     return d;
   }
 

@@ -477,6 +477,7 @@ PlayoutAction JitterBuffer::pull(std::int64_t now_ns_raw, float* out) {
   if (unplayed() < frame) append_silence(static_cast<int>(frame - unplayed()));
   // The head sample starts playing now.
   last_delay_ms_ = playout_delay_ms(now_ns);
+  if (dry_samples_ == 0) shown_delay_ms_ = last_delay_ms_;
   if (state_ == State::Playing) {
     // Delay minus the media left over after this pull: invariant under stretching and holds
     // (mod a frame), it fixes which delays line the frame grid up with the pulls.
@@ -616,6 +617,7 @@ void JitterBuffer::decode_slot(int index, std::int64_t now_ns) {
       payload(index), slot.bytes, sync_at(end_),
       static_cast<int>(std::min<std::size_t>(room, static_cast<std::size_t>(max_packet_samples_))));
   const int samples = slot.samples;
+  decoded_arrival_ns_ = slot.arrival_ns;
   free_slot(index);
   if (n <= 0) {
     ++stats_.decode_errors;
@@ -798,7 +800,7 @@ JitterBufferStats JitterBuffer::stats() const {
         std::max<std::int64_t>(0, expected - static_cast<std::int64_t>(unique_received_)));
   }
   s.target_delay_ms = target_delay_ms();
-  s.current_delay_ms = state_ == State::Playing ? last_delay_ms_ : 0.0;
+  s.current_delay_ms = state_ == State::Playing ? shown_delay_ms_ : 0.0;
   s.has_playout_timestamp = state_ == State::Playing;
   s.playout_timestamp = s.has_playout_timestamp ? static_cast<std::uint32_t>(last_head_ts_) : 0;
   s.jitter_ms = jitter_ms_;

@@ -178,6 +178,11 @@ std::size_t Uplink::push(const std::int16_t* pcm, std::size_t frames) {
 bool Uplink::encode_one(const float* frame, std::uint64_t first, UplinkPacketInfo& info) {
   const std::size_t ch = static_cast<std::size_t>(config_.channels);
   const int frame_samples = static_cast<int>(framer_.frame_frames());
+  double energy = 0.0;
+  for (std::size_t i = 0; i < framer_.frame_frames() * ch; ++i) {
+    energy += static_cast<double>(frame[i]) * static_cast<double>(frame[i]);
+  }
+  last_frame_energy_ = energy;
   int bytes = 0;
   if (config_.mode == PipelineMode::Opus) {
     bytes =
@@ -310,6 +315,7 @@ bool Uplink::pop_due(std::int64_t now_ns, std::uint8_t* out, std::size_t capacit
     last_was_input_ = true;
   }
   const bool got = pop_packet(out, capacity, info);
+  if (got) note_sent(now_ns);
   ++due_index_;
   next_due_ns_.store(clock_start_ns_ + static_cast<std::int64_t>(due_index_) * frame_ns,
                      std::memory_order_release);
@@ -347,7 +353,48 @@ UplinkStats Uplink::stats() const {
   s.padded_frames = padded_frames_.load(std::memory_order_relaxed);
   s.silent_frames = silent_frames_.load(std::memory_order_relaxed);
   s.clock_resets = clock_resets_.load(std::memory_order_relaxed);
+  s.voiced_frames = voiced_frames_.load(std::memory_order_relaxed);
+  s.last_voiced_ns = last_voiced_ns_.load(std::memory_order_relaxed);
+  s.sent_energy = sent_energy_.load(std::memory_order_relaxed);
+  s.sent_samples = sent_samples_.load(std::memory_order_relaxed);
+  s.send_intervals = send_intervals_.load(std::memory_order_relaxed);
+  s.send_interval_sum_ms = send_interval_sum_ms_.load(std::memory_order_relaxed);
+  s.send_interval_sumsq_ms2 = send_interval_sumsq_ms2_.load(std::memory_order_relaxed);
+  s.send_interval_max_ms = send_interval_max_ms_.load(std::memory_order_relaxed);
+  s.send_intervals_over_30ms = send_intervals_over_30ms_.load(std::memory_order_relaxed);
   return s;
+}
+
+void Uplink::note_sent(std::int64_t now_ns) {
+  // Single writer (the network thread): load + store is an exact sum.
+  const std::size_t values = framer_.frame_frames() * static_cast<std::size_t>(config_.channels);
+  sent_energy_.store(sent_energy_.load(std::memory_order_relaxed) + last_frame_energy_,
+                     std::memory_order_relaxed);
+  sent_samples_.fetch_add(values, std::memory_order_relaxed);
+  const double threshold = std::pow(10.0, config_.voice_threshold_dbfs / 10.0);
+  if (last_frame_energy_ >= threshold * static_cast<double>(values)) {
+    voiced_frames_.fetch_add(1, std::memory_order_relaxed);
+    last_voiced_ns_.store(now_ns, std::memory_order_relaxed);
+  }
+  if (last_send_ns_ != 0) {
+    const double interval_ms = static_cast<double>(now_ns - last_send_ns_) * 1e-6;
+    send_interval_sum_ms_.store(send_interval_sum_ms_.load(std::memory_order_relaxed) + interval_ms,
+                                std::memory_order_relaxed);
+    send_interval_sumsq_ms2_.store(
+        send_interval_sumsq_ms2_.load(std::memory_order_relaxed) + interval_ms * interval_ms,
+        std::memory_order_relaxed);
+    send_intervals_.fetch_add(1, std::memory_order_relaxed);
+    if (interval_ms > 30.0) send_intervals_over_30ms_.fetch_add(1, std::memory_order_relaxed);
+    send_window_max_ms_ = std::max(send_window_max_ms_, interval_ms);
+    if (now_ns - send_window_start_ns_ >= 500000000) {
+      send_interval_max_ms_.store(send_window_max_ms_, std::memory_order_relaxed);
+      send_window_max_ms_ = 0.0;
+      send_window_start_ns_ = now_ns;
+    }
+  } else {
+    send_window_start_ns_ = now_ns;
+  }
+  last_send_ns_ = now_ns;
 }
 
 std::size_t Uplink::pending_input_frames() const {
@@ -433,6 +480,8 @@ Downlink::Downlink(const DownlinkConfig& config)
   resampled_.resize(out_frame * ch);
   // A pull may ask for up to one second; pending holds that plus one produced block.
   pending_.resize((static_cast<std::size_t>(config.output_rate_hz) + 2 * out_frame) * ch);
+  blocks_.assign(128, Block{});
+  voice_power_ = std::pow(10.0, config.voice_threshold_dbfs / 10.0);
   publish();
 }
 
@@ -463,9 +512,12 @@ void Downlink::apply_flush() {
   pcm_playing_ = false;
   pending_frames_ = 0;
   pending_media_ = 0;
+  blocks_head_ = 0;
+  blocks_count_ = 0;
 }
 
-void Downlink::append(const float* pcm, std::size_t frames, bool media) {
+void Downlink::append(const float* pcm, std::size_t frames, bool media, std::int64_t arrival_ns,
+                      std::int64_t jb_ns) {
   const std::size_t ch = static_cast<std::size_t>(config_.channels);
   const float* src = pcm;
   std::size_t n = frames;
@@ -477,14 +529,79 @@ void Downlink::append(const float* pcm, std::size_t frames, bool media) {
   // Media accounting is kept per produced block: a block is media or filler as a whole.
   if (media && pending_media_ == pending_frames_) pending_media_ += n;
   pending_frames_ += n;
+  if (n == 0) return;
+  if (blocks_count_ == blocks_.size()) {
+    // More blocks than slots (tiny pulls of a long pending run): the newest absorbs this one.
+    blocks_[(blocks_head_ + blocks_count_ - 1) % blocks_.size()].frames += n;
+    return;
+  }
+  blocks_[(blocks_head_ + blocks_count_) % blocks_.size()] = Block{n, 0, arrival_ns, jb_ns};
+  ++blocks_count_;
+}
+
+void Downlink::scan_output(const float* out, std::size_t frames, std::int64_t now_ns) {
+  const std::size_t ch = static_cast<std::size_t>(config_.channels);
+  const std::size_t window = static_cast<std::size_t>(config_.output_rate_hz / 200);  // 5 ms
+  const double ns_per_frame = 1e9 / config_.output_rate_hz;
+  const std::int64_t gap_ns = std::int64_t{DownlinkStats::kOnsetGapMs} * 1000000;
+  std::size_t block = 0;        // index (from the head) of the block holding output frame `pos`
+  std::size_t block_start = 0;  // output frame at which that block's unconsumed part starts
+  for (std::size_t pos = 0; pos < frames; pos += window) {
+    const std::size_t n = std::min(window, frames - pos);
+    double energy = 0.0;
+    for (std::size_t i = pos * ch; i < (pos + n) * ch; ++i) {
+      energy += static_cast<double>(out[i]) * static_cast<double>(out[i]);
+    }
+    output_energy_ += energy;
+    if (energy < voice_power_ * static_cast<double>(n * ch)) continue;
+    const std::int64_t t =
+        now_ns + static_cast<std::int64_t>(static_cast<double>(pos) * ns_per_frame);
+    if (!have_voiced_ || t - last_voiced_ns_ >= gap_ns) {
+      while (block + 1 < blocks_count_) {
+        const Block& b = blocks_[(blocks_head_ + block) % blocks_.size()];
+        if (block_start + (b.frames - b.consumed) > pos) break;
+        block_start += b.frames - b.consumed;
+        ++block;
+      }
+      const std::size_t k = voice_onsets_ % DownlinkStats::kOnsetHistory;
+      onset_play_ns_[k] = t;
+      if (blocks_count_ != 0) {
+        const Block& b = blocks_[(blocks_head_ + block) % blocks_.size()];
+        const double first = static_cast<double>(block_start) - static_cast<double>(b.consumed);
+        onset_block_play_ns_[k] = now_ns + static_cast<std::int64_t>(first * ns_per_frame);
+        onset_jb_ns_[k] = b.jb_ns;
+        onset_arrival_ns_[k] = b.arrival_ns;
+      } else {
+        onset_block_play_ns_[k] = t;
+        onset_jb_ns_[k] = t;
+        onset_arrival_ns_[k] = 0;
+      }
+      ++voice_onsets_;
+    }
+    have_voiced_ = true;
+    last_voiced_ns_ = t + static_cast<std::int64_t>(static_cast<double>(n) * ns_per_frame);
+  }
+  // The pulled frames leave the blocks.
+  std::size_t left = frames;
+  while (left != 0 && blocks_count_ != 0) {
+    Block& b = blocks_[blocks_head_];
+    const std::size_t take = std::min(left, b.frames - b.consumed);
+    b.consumed += take;
+    left -= take;
+    if (b.consumed == b.frames) {
+      blocks_head_ = (blocks_head_ + 1) % blocks_.size();
+      --blocks_count_;
+    }
+  }
 }
 
 void Downlink::produce_opus(std::int64_t now_ns) {
   const PlayoutAction action = jitter_->pull(now_ns, decoded_.data());
-  append(decoded_.data(), decode_frame_, action != PlayoutAction::Silence);
+  append(decoded_.data(), decode_frame_, action != PlayoutAction::Silence,
+         jitter_->last_decoded_arrival_ns(), now_ns);
 }
 
-void Downlink::produce_pcm() {
+void Downlink::produce_pcm(std::int64_t now_ns) {
   const std::size_t ch = static_cast<std::size_t>(config_.channels);
   const std::size_t available = pcm_ring_->available_frames();
   if (!pcm_playing_) {
@@ -504,7 +621,7 @@ void Downlink::produce_pcm() {
     decoded_[i] = static_cast<float>(pcm_in_[i]) * (1.0f / 32768.0f);
   }
   std::fill(decoded_.begin() + static_cast<std::ptrdiff_t>(got * ch), decoded_.end(), 0.0f);
-  append(decoded_.data(), decode_frame_, got == decode_frame_);
+  append(decoded_.data(), decode_frame_, got == decode_frame_, 0, now_ns);
 }
 
 void Downlink::pull(float* out, std::size_t frames, std::int64_t now_ns) {
@@ -525,15 +642,18 @@ void Downlink::pull(float* out, std::size_t frames, std::int64_t now_ns) {
   }
   const double ns_per_frame = 1e9 / config_.output_rate_hz;
   while (pending_frames_ < frames) {
+    // The audio produced now is played after what is already pending.
+    const std::int64_t at =
+        now_ns + static_cast<std::int64_t>(static_cast<double>(pending_frames_) * ns_per_frame);
     if (jitter_) {
-      // The audio produced now is played after what is already pending.
-      produce_opus(now_ns +
-                   static_cast<std::int64_t>(static_cast<double>(pending_frames_) * ns_per_frame));
+      produce_opus(at);
     } else {
-      produce_pcm();
+      produce_pcm(at);
     }
   }
   std::memcpy(out, pending_.data(), frames * ch * sizeof(float));
+  scan_output(out, frames, now_ns);
+
   const std::size_t media = std::min(pending_media_, frames);
   pending_media_ -= media;
   pending_frames_ -= frames;
@@ -554,6 +674,15 @@ void Downlink::publish() {
   s.media_samples_played = media_played_.load(std::memory_order_relaxed);
   s.flushes = flush_applied_;
   s.pcm_underruns = pcm_underruns_;
+  s.voice_onsets = voice_onsets_;
+  for (int k = 0; k < DownlinkStats::kOnsetHistory; ++k) {
+    s.onset_play_ns[k] = onset_play_ns_[k];
+    s.onset_block_play_ns[k] = onset_block_play_ns_[k];
+    s.onset_jb_ns[k] = onset_jb_ns_[k];
+    s.onset_arrival_ns[k] = onset_arrival_ns_[k];
+  }
+  s.last_voiced_ns = have_voiced_ ? last_voiced_ns_ : 0;
+  s.output_energy = output_energy_;
   published_->store(s);
 }
 

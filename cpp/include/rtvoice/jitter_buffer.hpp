@@ -76,7 +76,10 @@ struct JitterBufferStats {
   std::uint64_t silence_samples = 0;
   std::uint64_t accelerated_samples = 0;  // removed by time stretching
   std::uint64_t expanded_samples = 0;     // added by time stretching
-  double current_delay_ms = 0.0;          // playout point behind the earliest-arrival line
+  // Playout point behind the earliest-arrival line. While nothing is buffered and the buffer
+  // holds for a late packet or the end of a talkspurt, it stays at its value before the hold:
+  // the hold is classified once the stream shows whether it goes on (as concealment is).
+  double current_delay_ms = 0.0;
   double target_delay_ms = 0.0;
   double jitter_ms = 0.0;    // RFC 3550 interarrival jitter
   double buffered_ms = 0.0;  // media held: unplayed decoded audio plus buffered packets
@@ -118,6 +121,8 @@ class JitterBuffer {
   int frame_samples() const { return frame_samples_; }
   double target_delay_ms() const;
   const AudioDecoder& decoder() const { return *decoder_; }
+  // Arrival time of the packet decoded last (0 before the first), for latency accounting.
+  std::int64_t last_decoded_arrival_ns() const { return decoded_arrival_ns_; }
 
  private:
   struct Slot {
@@ -230,6 +235,8 @@ class JitterBuffer {
   bool have_phase_ = false;
   double align_phase_ms_ = 0.0;  // delays congruent to this (mod a frame) align with the pulls
   double last_delay_ms_ = 0.0;   // playout_delay_ms at the last pull
+  double shown_delay_ms_ = 0.0;  // current_delay_ms: last_delay_ms_ frozen while dry
+  std::int64_t decoded_arrival_ns_ = 0;
   bool have_clock_ = false;
   std::int64_t clock_ns_ = 0;          // smoothed time of the current pull
   std::int64_t expected_ts_ = 0;       // media timestamp right after the last decoded audio

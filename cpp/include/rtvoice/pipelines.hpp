@@ -58,6 +58,9 @@ struct UplinkConfig {
   // clock is re-anchored instead of bursting silence.
   int partial_wait_ms = 20;
   int max_lag_ms = 200;
+  // pop_due(): a sent frame whose RMS level reaches this is voiced (the uplink's own voice
+  // activity on what was actually sent; see UplinkStats::last_voiced_ns).
+  double voice_threshold_dbfs = -45.0;
 };
 
 struct UplinkPacketInfo {
@@ -78,6 +81,20 @@ struct UplinkStats {
   std::uint64_t padded_frames = 0;      // pop_due(): packets whose input ran short, padded
   std::uint64_t silent_frames = 0;      // pop_due(): packets of silence (nothing was pushed)
   std::uint64_t clock_resets = 0;       // pop_due(): the sender fell behind and re-anchored
+  // pop_due(): voice activity and level of what was sent. last_voiced_ns is the now_ns of the
+  // pop_due() call that sent the last voiced frame (0: none yet); sent_energy is the sum of
+  // squared samples of every sent frame, sent_samples their count (level = energy / samples).
+  std::uint64_t voiced_frames = 0;
+  std::int64_t last_voiced_ns = 0;
+  double sent_energy = 0.0;
+  std::uint64_t sent_samples = 0;
+  // pop_due(): intervals between the calls that sent a packet (sums for mean and spread over
+  // any span; the largest of the last complete 500 ms window; how many exceeded 30 ms).
+  std::uint64_t send_intervals = 0;
+  double send_interval_sum_ms = 0.0;
+  double send_interval_sumsq_ms2 = 0.0;
+  double send_interval_max_ms = 0.0;
+  std::uint64_t send_intervals_over_30ms = 0;
 };
 
 class Uplink {
@@ -137,6 +154,7 @@ class Uplink {
   void feed(const float* in, std::size_t frames, bool flush_resampler);
   void queue_frame(const float* frame, std::uint64_t first, std::size_t frame_values);
   bool encode_one(const float* frame, std::uint64_t first, UplinkPacketInfo& info);
+  void note_sent(std::int64_t now_ns);
 
   UplinkConfig config_;
   int transport_rate_hz_;
@@ -172,6 +190,20 @@ class Uplink {
   std::atomic<std::uint64_t> payload_bytes_{0};
   std::atomic<std::uint64_t> encode_errors_{0};
   std::atomic<std::uint64_t> frames_pushed_{0};
+  // Voice activity of sent frames (network thread writes, any thread reads).
+  double last_frame_energy_ = 0.0;  // network thread: of the frame encode_one() took last
+  std::atomic<std::uint64_t> voiced_frames_{0};
+  std::atomic<std::int64_t> last_voiced_ns_{0};
+  std::atomic<double> sent_energy_{0.0};
+  std::atomic<std::uint64_t> sent_samples_{0};
+  std::int64_t last_send_ns_ = 0;  // network thread
+  std::int64_t send_window_start_ns_ = 0;
+  double send_window_max_ms_ = 0.0;
+  std::atomic<std::uint64_t> send_intervals_{0};
+  std::atomic<double> send_interval_sum_ms_{0.0};
+  std::atomic<double> send_interval_sumsq_ms2_{0.0};
+  std::atomic<double> send_interval_max_ms_{0.0};
+  std::atomic<std::uint64_t> send_intervals_over_30ms_{0};
 };
 
 struct DownlinkConfig {
@@ -182,6 +214,8 @@ struct DownlinkConfig {
   int queue_packets = 512;    // network -> playout packet queue
   int pcm_ring_ms = 20000;    // PCM mode: how much received audio may wait to be played
   int pcm_prebuffer_ms = 60;  // PCM mode: buffered before playing starts
+  // Output voice onsets (DownlinkStats::voice_onsets) are 5 ms blocks at least this loud.
+  double voice_threshold_dbfs = -45.0;
 };
 
 // Published by the playout thread after each pull, readable from any thread.
@@ -194,6 +228,21 @@ struct DownlinkStats {
   std::uint64_t media_samples_played = 0;  // output-rate samples carrying the stream's audio
   std::uint64_t flushes = 0;
   std::uint64_t pcm_underruns = 0;  // PCM mode: pulls that ran out of audio
+  // Voice onsets of the played output: a 5 ms block at or above voice_threshold_dbfs after at
+  // least kOnsetGapMs without one. The last kOnsetHistory are kept, onset k in slot
+  // k % kOnsetHistory (k counted from 0). For each: when it played (the pull's now_ns plus its
+  // offset), when the produced block holding it was scheduled to play by the jitter buffer
+  // (jb_ns) and when that block's first sample played (block_play_ns), and the arrival time of
+  // the packet decoded last for that block (0 in PCM mode, or before any packet).
+  static constexpr int kOnsetHistory = 8;
+  static constexpr int kOnsetGapMs = 250;
+  std::uint64_t voice_onsets = 0;
+  std::int64_t onset_play_ns[kOnsetHistory] = {};
+  std::int64_t onset_block_play_ns[kOnsetHistory] = {};
+  std::int64_t onset_jb_ns[kOnsetHistory] = {};
+  std::int64_t onset_arrival_ns[kOnsetHistory] = {};
+  std::int64_t last_voiced_ns = 0;  // end of the last voiced block played (0: none yet)
+  double output_energy = 0.0;       // sum of squared samples pulled (level over samples_pulled)
 };
 
 class Downlink {
@@ -229,8 +278,10 @@ class Downlink {
  private:
   void apply_flush();
   void produce_opus(std::int64_t now_ns);
-  void produce_pcm();
-  void append(const float* pcm, std::size_t frames, bool media);
+  void produce_pcm(std::int64_t now_ns);
+  void append(const float* pcm, std::size_t frames, bool media, std::int64_t arrival_ns,
+              std::int64_t jb_ns);
+  void scan_output(const float* out, std::size_t frames, std::int64_t now_ns);
   void publish();
 
   DownlinkConfig config_;
@@ -250,6 +301,25 @@ class Downlink {
   std::uint64_t flush_applied_ = 0;
   std::uint64_t samples_pulled_ = 0;
   std::uint64_t pcm_underruns_ = 0;
+  // Produced blocks still (partly) in pending_, oldest first: for onset accounting.
+  struct Block {
+    std::size_t frames = 0;
+    std::size_t consumed = 0;
+    std::int64_t arrival_ns = 0;
+    std::int64_t jb_ns = 0;
+  };
+  std::vector<Block> blocks_;
+  std::size_t blocks_head_ = 0;
+  std::size_t blocks_count_ = 0;
+  double voice_power_ = 0.0;  // mean square at the voice threshold
+  bool have_voiced_ = false;
+  std::int64_t last_voiced_ns_ = 0;
+  double output_energy_ = 0.0;
+  std::uint64_t voice_onsets_ = 0;
+  std::int64_t onset_play_ns_[DownlinkStats::kOnsetHistory] = {};
+  std::int64_t onset_block_play_ns_[DownlinkStats::kOnsetHistory] = {};
+  std::int64_t onset_jb_ns_[DownlinkStats::kOnsetHistory] = {};
+  std::int64_t onset_arrival_ns_[DownlinkStats::kOnsetHistory] = {};
 
   std::atomic<std::uint64_t> flush_requested_{0};
   std::atomic<std::uint64_t> media_played_{0};

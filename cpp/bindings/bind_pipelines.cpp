@@ -7,7 +7,10 @@
 #include <optional>
 #include <tuple>
 
+#include <chrono>
+
 #include "common.hpp"
+#include "processing_common.hpp"
 #include "rtvoice/pipelines.hpp"
 
 namespace rtvoice::bind {
@@ -20,6 +23,25 @@ PipelineMode parse_mode(const std::string& mode) {
 }
 
 const char* mode_name(PipelineMode mode) { return mode == PipelineMode::Opus ? "opus" : "pcm16"; }
+
+// PortAudio's callback status flags (paInputUnderflow ... paOutputOverflow), as sounddevice
+// passes them on.
+constexpr unsigned kInputUnderflow = 0x1;
+constexpr unsigned kInputOverflow = 0x2;
+constexpr unsigned kOutputUnderflow = 0x4;
+constexpr unsigned kOutputOverflow = 0x8;
+
+// Counters of a sound device's callbacks, kept at the edge where PortAudio reports them.
+struct DeviceCounters {
+  std::atomic<std::uint64_t> blocks{0};
+  std::atomic<std::uint64_t> underflows{0};
+  std::atomic<std::uint64_t> overflows{0};
+  void count(unsigned status, unsigned underflow, unsigned overflow) {
+    blocks.fetch_add(1, std::memory_order_relaxed);
+    if (status & underflow) underflows.fetch_add(1, std::memory_order_relaxed);
+    if (status & overflow) overflows.fetch_add(1, std::memory_order_relaxed);
+  }
+};
 
 class PyUplink {
  public:
@@ -42,6 +64,34 @@ class PyUplink {
     const std::int16_t* src = static_cast<const std::int16_t*>(pcm.data());
     py::gil_scoped_release nogil;
     return uplink_.push(src, frames);
+  }
+
+  // A sound device's input callback: push() plus PortAudio's status flags, counted.
+  std::size_t push_from_device(const py::array& pcm, unsigned status) {
+    device_.count(status, kInputUnderflow, kInputOverflow);
+    return push(pcm);
+  }
+
+  void set_processing(const std::optional<std::string>& backend, bool aec, bool ns, bool agc,
+                      bool hpf, int stream_delay_ms, int speex_filter_ms) {
+    ProcessingConfig c;
+    c.backend = backend_or_default(backend);
+    if (!backend) {
+      if (const AudioProcessor* p = uplink_.processor()) c.backend = p->config().backend;
+    }
+    c.aec = aec;
+    c.noise_suppression = ns;
+    c.agc = agc;
+    c.high_pass = hpf;
+    c.stream_delay_ms = stream_delay_ms;
+    c.speex_filter_ms = speex_filter_ms;
+    uplink_.set_processing(c);
+  }
+
+  py::object processing_stats() const {
+    const AudioProcessor* p = uplink_.processor();
+    if (p == nullptr) return py::none();
+    return processing_stats_dict(p->stats(), p->config().backend);
   }
 
   std::optional<std::tuple<py::bytes, std::uint32_t, std::uint16_t>> pop_packet() {
@@ -136,6 +186,11 @@ class PyUplink {
     d["send_interval_max_ms"] = s.send_interval_max_ms;
     d["send_intervals_over_30ms"] = s.send_intervals_over_30ms;
     d["pending_input_frames"] = uplink_.pending_input_frames();
+    d["reference_underruns"] = s.reference_underruns;
+    d["reference_resyncs"] = s.reference_resyncs;
+    d["device_blocks"] = device_.blocks.load(std::memory_order_relaxed);
+    d["device_input_overflows"] = device_.overflows.load(std::memory_order_relaxed);
+    d["device_input_underflows"] = device_.underflows.load(std::memory_order_relaxed);
     return d;
   }
 
@@ -150,6 +205,7 @@ class PyUplink {
 
  private:
   Uplink uplink_;
+  DeviceCounters device_;
   std::vector<std::uint8_t> packet_;
   std::atomic<bool> capture_busy_{false};
   std::atomic<bool> network_busy_{false};
@@ -201,6 +257,19 @@ class PyDownlink {
     pull_raw(static_cast<float*>(const_cast<void*>(out.data())), frames, now_ns);
   }
 
+  // A sound device's output callback: fills `out` from the downlink, timed by the steady clock
+  // (the device is the playout clock), and counts PortAudio's status flags.
+  void pull_into_device(const py::array& out, unsigned status) {
+    device_.count(status, kOutputUnderflow, kOutputOverflow);
+    if (!out.writeable()) throw py::value_error("out must be writeable");
+    const std::size_t frames = check_audio<float>(out, downlink_.config().channels, "out");
+    check_frames(frames);
+    const std::int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                    std::chrono::steady_clock::now().time_since_epoch())
+                                    .count();
+    pull_raw(static_cast<float*>(const_cast<void*>(out.data())), frames, now_ns);
+  }
+
   void flush() { downlink_.request_flush(); }
 
   py::dict stats() const {
@@ -214,6 +283,9 @@ class PyDownlink {
     d["media_samples_played"] = s.media_samples_played;
     d["flushes"] = s.flushes;
     d["pcm_underruns"] = s.pcm_underruns;
+    d["device_blocks"] = device_.blocks.load(std::memory_order_relaxed);
+    d["device_output_underflows"] = device_.underflows.load(std::memory_order_relaxed);
+    d["device_output_overflows"] = device_.overflows.load(std::memory_order_relaxed);
     d["voice_onsets"] = s.voice_onsets;
     // The onsets still held, oldest first, each with its index in the count.
     py::list onsets;
@@ -261,6 +333,7 @@ class PyDownlink {
   }
 
   Downlink downlink_;
+  DeviceCounters device_;
   std::atomic<bool> network_busy_{false};
   std::atomic<bool> playout_busy_{false};
   std::atomic<bool> driven_{false};
@@ -438,6 +511,27 @@ thread; ``stats`` to any thread.
       .def("set_bitrate", &PyUplink::set_bitrate, py::arg("bps"))
       .def("set_fec", &PyUplink::set_fec, py::arg("enabled"))
       .def("set_dtx", &PyUplink::set_dtx, py::arg("enabled"))
+      .def("push_from_device", &PyUplink::push_from_device, py::arg("pcm"), py::arg("status"),
+           "A sound device's input callback: push(pcm), counting PortAudio's status flags "
+           "(device_input_overflows/underflows in stats).")
+      .def("set_processing", &PyUplink::set_processing, py::kw_only(),
+           py::arg("backend") = py::none(), py::arg("aec") = true,
+           py::arg("noise_suppression") = true, py::arg("agc") = true, py::arg("high_pass") = true,
+           py::arg("stream_delay_ms") = 0, py::arg("speex_filter_ms") = 400,
+           "Any thread: echo cancellation, noise suppression, AGC and high-pass on the capture "
+           "path (10 ms frames at the input rate, before resampling and encoding). The first "
+           "call creates the processor; later calls switch the stages on or off.")
+      .def(
+          "set_echo_reference",
+          [](PyUplink& u, PyDownlink& d, int lead_ms, int max_lead_ms) {
+            u.native().set_echo_reference(d.native(), lead_ms, max_lead_ms);
+          },
+          py::arg("downlink"), py::kw_only(), py::arg("lead_ms") = 20, py::arg("max_lead_ms") = 120,
+          py::keep_alive<1, 2>(),
+          "Any thread, once: the echo canceller's far-end reference is what `downlink` hands to "
+          "the speaker (its render tap), kept lead_ms ahead of the capture stream.")
+      .def_property_readonly("processing_stats", &PyUplink::processing_stats,
+                             "The voice processor's statistics, or None without processing.")
       .def_property_readonly("transport_rate",
                              [](PyUplink& u) { return u.native().transport_rate_hz(); })
       .def_property_readonly("input_rate",
@@ -489,6 +583,9 @@ thread; ``flush``, ``stats`` and ``media_samples_played`` to any thread.
       .def("pull", &PyDownlink::pull, py::arg("frames"), py::arg("now_ns"),
            "Playout thread: exactly `frames` frames of float32 audio at the output rate.")
       .def("pull_into", &PyDownlink::pull_into, py::arg("out"), py::arg("now_ns"))
+      .def("pull_into_device", &PyDownlink::pull_into_device, py::arg("out"), py::arg("status"),
+           "A sound device's output callback: fills out on the steady clock, counting "
+           "PortAudio's status flags (device_output_underflows/overflows in stats).")
       .def("flush", &PyDownlink::flush,
            "Any thread: drops all queued and buffered audio at the next pull (barge-in).")
       .def_property_readonly("decode_rate",

@@ -102,5 +102,6 @@ void init_pipelines(py::module_& m);
 void init_opus(py::module_& m);
 void init_resampler(py::module_& m);
 void init_jitter(py::module_& m);
+void init_processing(py::module_& m);
 
 }  // namespace rtvoice::bind

@@ -12,4 +12,5 @@ PYBIND11_MODULE(_core, m) {
   rtvoice::bind::init_resampler(m);
   rtvoice::bind::init_jitter(m);
   rtvoice::bind::init_pipelines(m);
+  rtvoice::bind::init_processing(m);
 }

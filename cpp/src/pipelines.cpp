@@ -139,14 +139,14 @@ std::size_t Uplink::push_impl(const float* pcm, std::size_t frames) {
 
 std::size_t Uplink::push(const float* pcm, std::size_t frames) {
   const std::size_t ch = static_cast<std::size_t>(config_.channels);
-  if (all_finite(pcm, frames * ch)) return push_impl(pcm, frames);
+  if (all_finite(pcm, frames * ch)) return accept(pcm, frames);
   // Non-finite samples would spread through the resampler and the encoder: replace, count.
   std::size_t done = 0;
   while (done < frames) {
     const std::size_t n = std::min(frames - done, input_frame_);
     nonfinite_.fetch_add(copy_finite(pcm + done * ch, sanitized_.data(), n * ch),
                          std::memory_order_relaxed);
-    const std::size_t written = push_impl(sanitized_.data(), n);
+    const std::size_t written = accept(sanitized_.data(), n);
     done += written;
     if (written < n) {
       // The ring is full: the rest of this call is dropped too (the ring counted n - written).
@@ -165,7 +165,7 @@ std::size_t Uplink::push(const std::int16_t* pcm, std::size_t frames) {
     for (std::size_t i = 0; i < n * ch; ++i) {
       convert_[i] = static_cast<float>(pcm[done * ch + i]) * (1.0f / 32768.0f);
     }
-    const std::size_t written = push_impl(convert_.data(), n);
+    const std::size_t written = accept(convert_.data(), n);
     done += written;
     if (written < n) {
       frames_refused_.fetch_add(frames - done - (n - written), std::memory_order_relaxed);
@@ -173,6 +173,119 @@ std::size_t Uplink::push(const std::int16_t* pcm, std::size_t frames) {
     }
   }
   return done;
+}
+
+// The far-end reference as the capture thread sees it: the Downlink's render tap, resampled to
+// the input rate when the two rates differ.
+struct Uplink::EchoReference {
+  SpscRing<float>* tap = nullptr;
+  std::unique_ptr<Resampler> resampler;  // null when the output rate is the input rate
+  std::size_t tap_frame = 0;             // tap frames per 10 ms
+  std::size_t lead_frames = 0;           // tap fill kept ahead of the capture stream
+  std::size_t max_lead_frames = 0;       // above this fill the reference is re-aligned
+  std::vector<float> raw;                // one 10 ms tap frame
+  std::vector<float> frame;              // one 10 ms frame at the input rate
+};
+
+void Uplink::set_processing(const ProcessingConfig& config) {
+  if (AudioProcessor* existing = proc_.load(std::memory_order_acquire)) {
+    if (existing->config().backend != config.backend) {
+      throw std::invalid_argument(std::string("voice processing already runs on the ") +
+                                  backend_name(existing->config().backend) + " backend");
+    }
+    existing->set_enabled(config.aec, config.noise_suppression, config.agc, config.high_pass);
+    existing->set_stream_delay_ms(config.stream_delay_ms);
+    return;
+  }
+  if (config_.channels != 1) throw std::invalid_argument("voice processing needs a mono Uplink");
+  ProcessingConfig c = config;
+  c.sample_rate_hz = config_.input_rate_hz;
+  if (proc_creating_.exchange(true, std::memory_order_acq_rel)) {
+    throw std::runtime_error("set_processing was called from two threads at once");
+  }
+  try {
+    proc_owner_ = std::make_unique<AudioProcessor>(c);
+  } catch (...) {
+    proc_creating_.store(false, std::memory_order_release);
+    throw;
+  }
+  proc_block_.assign(proc_owner_->frame_samples(), 0.0f);
+  proc_.store(proc_owner_.get(), std::memory_order_release);
+}
+
+void Uplink::set_echo_reference(Downlink& downlink, int lead_ms, int max_lead_ms) {
+  if (ref_.load(std::memory_order_acquire) != nullptr) {
+    throw std::logic_error("this Uplink already has an echo reference");
+  }
+  if (lead_ms < 0 || lead_ms > 500 || max_lead_ms < lead_ms + 20 || max_lead_ms > 900) {
+    throw std::invalid_argument(
+        "echo reference: lead_ms must be 0..500 and max_lead_ms between lead_ms + 20 and 900");
+  }
+  const int out_rate = downlink.config().output_rate_hz;
+  if (out_rate % 100 != 0) throw std::invalid_argument("the Downlink's rate is not 10 ms aligned");
+  if (ref_creating_.exchange(true, std::memory_order_acq_rel)) {
+    throw std::logic_error("this Uplink already has an echo reference");
+  }
+  auto ref = std::make_unique<EchoReference>();
+  ref->tap_frame = static_cast<std::size_t>(out_rate / 100);
+  ref->lead_frames = static_cast<std::size_t>(out_rate / 1000 * lead_ms);
+  ref->max_lead_frames = static_cast<std::size_t>(out_rate / 1000 * max_lead_ms);
+  ref->raw.assign(ref->tap_frame, 0.0f);
+  const std::size_t in_frame = static_cast<std::size_t>(config_.input_rate_hz / 100);
+  ref->frame.assign(in_frame + 64, 0.0f);
+  if (out_rate != config_.input_rate_hz) {
+    ref->resampler = std::make_unique<Resampler>(out_rate, config_.input_rate_hz, 1);
+  }
+  ref->tap = &downlink.enable_render_tap();
+  ref_owner_ = std::move(ref);
+  ref_.store(ref_owner_.get(), std::memory_order_release);
+}
+
+const float* Uplink::next_reference(std::size_t frames) {
+  EchoReference* ref = ref_.load(std::memory_order_acquire);
+  if (ref == nullptr) return nullptr;
+  std::size_t fill = ref->tap->available_frames();
+  if (fill > ref->max_lead_frames) {
+    // The speaker ran ahead (it started first, or the capture stalled): keep the newest audio.
+    ref->tap->discard(fill - ref->lead_frames);
+    reference_resyncs_.fetch_add(1, std::memory_order_relaxed);
+    fill = ref->lead_frames;
+  }
+  float* out = ref->frame.data();
+  if (fill < ref->tap_frame) {
+    std::fill(ref->frame.begin(), ref->frame.end(), 0.0f);
+    reference_underruns_.fetch_add(1, std::memory_order_relaxed);
+    return out;
+  }
+  ref->tap->read(ref->raw.data(), ref->tap_frame);
+  if (!ref->resampler) return ref->raw.data();
+  const std::size_t got =
+      ref->resampler->process(ref->raw.data(), ref->tap_frame, out, ref->frame.size());
+  if (got < frames) std::fill(out + got, out + frames, 0.0f);
+  return out;
+}
+
+std::size_t Uplink::accept(const float* pcm, std::size_t frames) {
+  AudioProcessor* proc = proc_.load(std::memory_order_acquire);
+  if (proc == nullptr) return push_impl(pcm, frames);
+  return accept_processed(*proc, pcm, frames);
+}
+
+std::size_t Uplink::accept_processed(AudioProcessor& proc, const float* pcm, std::size_t frames) {
+  const std::size_t frame = proc.frame_samples();
+  std::size_t refused = 0;
+  std::size_t done = 0;
+  while (done < frames) {
+    const std::size_t n = std::min(frames - done, frame - proc_fill_);
+    std::memcpy(proc_block_.data() + proc_fill_, pcm + done, n * sizeof(float));
+    proc_fill_ += n;
+    done += n;
+    if (proc_fill_ < frame) break;
+    proc.process(next_reference(frame), proc_block_.data());
+    refused += frame - push_impl(proc_block_.data(), frame);
+    proc_fill_ = 0;
+  }
+  return frames - std::min(frames, refused);
 }
 
 bool Uplink::encode_one(const float* frame, std::uint64_t first, UplinkPacketInfo& info) {
@@ -362,6 +475,8 @@ UplinkStats Uplink::stats() const {
   s.send_interval_sumsq_ms2 = send_interval_sumsq_ms2_.load(std::memory_order_relaxed);
   s.send_interval_max_ms = send_interval_max_ms_.load(std::memory_order_relaxed);
   s.send_intervals_over_30ms = send_intervals_over_30ms_.load(std::memory_order_relaxed);
+  s.reference_underruns = reference_underruns_.load(std::memory_order_relaxed);
+  s.reference_resyncs = reference_resyncs_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -500,6 +615,20 @@ std::size_t Downlink::push_pcm(const std::int16_t* pcm, std::size_t frames) {
     throw std::logic_error("push_pcm needs a Downlink in PCM mode");
   }
   return pcm_ring_->write(pcm, frames);
+}
+
+SpscRing<float>& Downlink::enable_render_tap() {
+  if (SpscRing<float>* tap = tap_.load(std::memory_order_acquire)) return *tap;
+  if (config_.channels != 1) throw std::invalid_argument("the render tap needs a mono Downlink");
+  if (tap_creating_.exchange(true, std::memory_order_acq_rel)) {
+    SpscRing<float>* tap = nullptr;
+    while ((tap = tap_.load(std::memory_order_acquire)) == nullptr) std::this_thread::yield();
+    return *tap;
+  }
+  tap_owner_ = std::make_unique<SpscRing<float>>(
+      pow2_at_least(static_cast<std::size_t>(config_.output_rate_hz)), 1);
+  tap_.store(tap_owner_.get(), std::memory_order_release);
+  return *tap_owner_;
 }
 
 void Downlink::request_flush() { flush_requested_.fetch_add(1, std::memory_order_acq_rel); }
@@ -661,6 +790,9 @@ void Downlink::pull(float* out, std::size_t frames, std::int64_t now_ns) {
                pending_frames_ * ch * sizeof(float));
   samples_pulled_ += frames;
   media_played_.fetch_add(media, std::memory_order_acq_rel);
+  // The echo canceller's reference is exactly what the speaker gets; a full tap (no capture
+  // running) drops and counts in the ring.
+  if (SpscRing<float>* tap = tap_.load(std::memory_order_acquire)) tap->write(out, frames);
   publish();
 }
 

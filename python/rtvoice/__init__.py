@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rtvoice._core import (
+    AudioProcessor,
     AudioRing,
     CaptureDriver,
     Downlink,
@@ -41,6 +42,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AudioProcessor",
     "AudioRing",
     "CaptureDriver",
     "Downlink",

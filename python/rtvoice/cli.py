@@ -1,6 +1,6 @@
-"""The ``rtvoice`` command: ``demo`` (embedded simulator over real WebRTC) and ``talk`` (the real
-API with microphone and speaker). Each subcommand is added by its own ``add_*_parser`` function
-and runs through its own ``run_*`` function."""
+"""The ``rtvoice`` command: ``demo`` (embedded simulator over real WebRTC), ``talk`` (the real
+API with microphone and speaker; :mod:`rtvoice.cli_talk`) and ``devices``. Each subcommand is
+added by its own ``add_*_parser`` function and runs through its own ``run_*`` function."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rtvoice.cli_sim import add_serve_sim_parser, add_token_parser
+from rtvoice.cli_talk import add_devices_parser, add_talk_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -389,99 +390,6 @@ def _fail(args: argparse.Namespace, message: str) -> int:
     return EXIT_FAILURE
 
 
-# --------------------------------------------------------------------------------- talk
-
-
-def add_talk_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "talk",
-        help="talk to the Realtime API with your microphone and speaker",
-        description="Connects to the Realtime API (default https://api.openai.com/v1) over "
-        "WebRTC and holds a conversation through the default sound devices (sounddevice).",
-    )
-    p.add_argument("--base-url", default=None, help="default: $OPENAI_BASE_URL or the real API")
-    add_api_key_options(p, "API key")
-    p.add_argument("--model", default="gpt-realtime")
-    p.add_argument("--voice", default=None)
-    p.add_argument("--instructions", default="You are a helpful voice assistant.")
-    p.add_argument("--api-version", choices=["ga", "beta"], default="ga")
-    p.add_argument("--seconds", type=float, default=None, help="hang up after N seconds")
-    p.add_argument("--output", type=Path, help="also write what was played to this WAV file")
-    p.set_defaults(func=run_talk)
-
-
-async def _talk(args: argparse.Namespace) -> None:
-    from rtvoice import errors
-    from rtvoice.audio.sources import DeviceError, MicrophoneSource, SpeakerSink, write_wav
-    from rtvoice.session import connect
-
-    api_key = api_key_from(args)
-    if not api_key:
-        raise CliError("no API key: set OPENAI_API_KEY or pass --api-key-file PATH")
-    try:
-        import sounddevice  # type: ignore[import-untyped]  # noqa: F401  (fail before connecting if PortAudio is absent)
-    except (OSError, ImportError) as exc:
-        raise CliError(
-            f"sound devices unavailable: {exc} (install PortAudio: apt-get install libportaudio2)"
-        ) from exc
-    session = connect(
-        base_url=args.base_url,
-        api_key=api_key,
-        model=args.model,
-        voice=args.voice,
-        instructions=args.instructions,
-        api_version=args.api_version,
-        headless_playout=False,
-    )
-    recorded: list[Any] = []
-    speaker = SpeakerSink(session.output_rate_hz)
-
-    def pull(n: int) -> Any:
-        pcm = session.downlink.pull(n, time.monotonic_ns())
-        if args.output:
-            recorded.append(pcm)
-        return pcm
-
-    try:
-        try:
-            await session.open()
-        except errors.RtvoiceError as exc:
-            raise CliError(f"could not connect: {exc}") from exc
-        try:
-            speaker.start(pull)
-            session.attach_source(MicrophoneSource())
-        except DeviceError as exc:
-            raise CliError(str(exc)) from exc
-        print("connected; speak now (Ctrl-C to hang up)", file=sys.stderr)
-        deadline = None if args.seconds is None else time.monotonic() + args.seconds
-        async for event in session:
-            if event.type == "response.output_audio_transcript.done":
-                print(f"assistant: {event.get('transcript', '')}", file=sys.stderr)
-            elif event.type == "conversation.item.input_audio_transcription.completed":
-                print(f"you: {event.get('transcript', '')}", file=sys.stderr)
-            if deadline is not None and time.monotonic() > deadline:
-                break
-    finally:
-        speaker.stop()
-        await session.close()
-    if args.output and recorded:
-        write_wav(args.output, np.concatenate(recorded), session.output_rate_hz)
-
-
-def run_talk(args: argparse.Namespace) -> int:
-    from rtvoice import errors
-
-    try:
-        asyncio.run(_talk(args))
-    except CliError as exc:
-        return _fail(args, str(exc))
-    except errors.RtvoiceError as exc:
-        return _fail(args, f"{type(exc).__name__}: {exc}")
-    except KeyboardInterrupt:
-        return EXIT_OK
-    return EXIT_OK
-
-
 # --------------------------------------------------------------------------------- entry point
 
 
@@ -492,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_demo_parser(sub)
     add_talk_parser(sub)
+    add_devices_parser(sub)
     add_token_parser(sub)
     add_serve_sim_parser(sub)
     return parser

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "rtvoice/audio_processing.hpp"
 #include "rtvoice/framer.hpp"
 #include "rtvoice/jitter_buffer.hpp"
 #include "rtvoice/opus_codec.hpp"
@@ -95,7 +96,13 @@ struct UplinkStats {
   double send_interval_sumsq_ms2 = 0.0;
   double send_interval_max_ms = 0.0;
   std::uint64_t send_intervals_over_30ms = 0;
+  // Voice processing (set_processing): far-end reference frames that were missing (played as
+  // silence to the canceller) and re-alignments after the reference ran too far ahead.
+  std::uint64_t reference_underruns = 0;
+  std::uint64_t reference_resyncs = 0;
 };
+
+class Downlink;
 
 class Uplink {
  public:
@@ -148,8 +155,26 @@ class Uplink {
   // Input frames waiting in the ring.
   std::size_t pending_input_frames() const;
 
+  // Voice processing on the capture path, before the ring (so before resampling and encoding):
+  // echo cancellation, noise suppression, AGC, high-pass, in 10 ms frames at the input rate
+  // (mono, 8/16/32/48 kHz). Any thread. The first call creates the processor (the backend and
+  // rate are fixed from then on; a later call with another backend throws); later calls change
+  // the enable flags and the stream delay, applied at the next frame. Without this, push() is
+  // unchanged.
+  void set_processing(const ProcessingConfig& config);
+  // The processor, or null before set_processing(). Its stats() may be read from any thread.
+  const AudioProcessor* processor() const { return proc_.load(std::memory_order_acquire); }
+  // Any thread, once: the far-end reference is what `downlink` hands to the speaker (its render
+  // tap). The capture thread keeps it `lead_ms` ahead of the capture stream and re-aligns when
+  // it runs more than `max_lead_ms` ahead (counted). The downlink must outlive this Uplink.
+  void set_echo_reference(Downlink& downlink, int lead_ms, int max_lead_ms);
+
  private:
   static constexpr std::size_t kFrameSlots = 4;
+  struct EchoReference;
+  std::size_t accept(const float* pcm, std::size_t frames);
+  std::size_t accept_processed(AudioProcessor& proc, const float* pcm, std::size_t frames);
+  const float* next_reference(std::size_t frames);
   std::size_t push_impl(const float* pcm, std::size_t frames);
   void feed(const float* in, std::size_t frames, bool flush_resampler);
   void queue_frame(const float* frame, std::uint64_t first, std::size_t frame_values);
@@ -204,6 +229,17 @@ class Uplink {
   std::atomic<double> send_interval_sumsq_ms2_{0.0};
   std::atomic<double> send_interval_max_ms_{0.0};
   std::atomic<std::uint64_t> send_intervals_over_30ms_{0};
+  // Voice processing: created once by set_processing(), then used by the capture thread.
+  std::unique_ptr<AudioProcessor> proc_owner_;
+  std::atomic<AudioProcessor*> proc_{nullptr};
+  std::atomic<bool> proc_creating_{false};
+  std::unique_ptr<EchoReference> ref_owner_;
+  std::atomic<EchoReference*> ref_{nullptr};
+  std::atomic<bool> ref_creating_{false};
+  std::vector<float> proc_block_;  // capture thread: a partial 10 ms frame
+  std::size_t proc_fill_ = 0;
+  std::atomic<std::uint64_t> reference_underruns_{0};
+  std::atomic<std::uint64_t> reference_resyncs_{0};
 };
 
 struct DownlinkConfig {
@@ -269,6 +305,11 @@ class Downlink {
   // Any thread: drop all queued and buffered audio at the next pull (barge-in).
   void request_flush();
 
+  // Any thread, idempotent: from the next pull on, every pulled frame is also written to a
+  // mono ring of about a second at the output rate (the echo canceller's far-end reference;
+  // its one consumer is the capture thread). Returns that ring. Mono downlinks only.
+  SpscRing<float>& enable_render_tap();
+
   // Any thread.
   DownlinkStats stats() const;
   std::uint64_t media_samples_played() const {
@@ -323,6 +364,9 @@ class Downlink {
 
   std::atomic<std::uint64_t> flush_requested_{0};
   std::atomic<std::uint64_t> media_played_{0};
+  std::unique_ptr<SpscRing<float>> tap_owner_;
+  std::atomic<SpscRing<float>*> tap_{nullptr};
+  std::atomic<bool> tap_creating_{false};
   // A snapshot of the playout side's counters, published with a sequence lock made of atomics
   // only (no torn reads, no data race).
   struct Published;

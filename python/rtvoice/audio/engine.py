@@ -30,7 +30,15 @@ import numpy.typing as npt
 from rtvoice import _checks
 from rtvoice._core import AudioRing, Downlink, PlayoutDriver, Resampler, Uplink
 
-__all__ = ["SUPPORTED_RATES_HZ", "AudioEngine", "AudioInput", "AudioOptions", "PlayoutPump"]
+__all__ = [
+    "SUPPORTED_RATES_HZ",
+    "AudioEngine",
+    "AudioInput",
+    "AudioOptions",
+    "PlayoutPump",
+    "VoiceProcessing",
+    "apply_voice_processing",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +88,56 @@ class AudioOptions:
             raise ValueError(
                 f"ws_chunk_ms must be a multiple of 20 between 20 and 1000, not {self.ws_chunk_ms}"
             )
+
+
+@dataclass(frozen=True)
+class VoiceProcessing:
+    """Capture-side processing in the native core, before the encoder: acoustic echo
+    cancellation against what the downlink hands to the speaker, noise suppression, automatic
+    gain control and a high-pass filter; each can be turned off.
+
+    ``backend``: ``"webrtc"`` (WebRTC's audio processing module) or ``"speex"`` (SpeexDSP), None
+    for the build's preferred one (:func:`rtvoice._core.voice_processing_backends`).
+    ``reference_lead_ms`` is how far the far-end reference is kept ahead of the capture stream;
+    ``stream_delay_ms`` the expected remaining echo delay (device latencies), which the WebRTC
+    backend's delay estimator refines.
+    """
+
+    aec: bool = True
+    noise_suppression: bool = True
+    agc: bool = True
+    high_pass: bool = True
+    backend: str | None = None
+    reference_lead_ms: int = 20
+    stream_delay_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backend is not None and self.backend not in ("webrtc", "speex"):
+            raise ValueError(f"backend must be 'webrtc', 'speex' or None, not {self.backend!r}")
+        if not 0 <= self.reference_lead_ms <= 500:
+            raise ValueError(f"reference_lead_ms must be 0..500, not {self.reference_lead_ms}")
+        if not 0 <= self.stream_delay_ms <= 1000:
+            raise ValueError(f"stream_delay_ms must be 0..1000, not {self.stream_delay_ms}")
+
+
+def apply_voice_processing(uplink: Uplink, downlink: Downlink, vp: VoiceProcessing) -> None:
+    """Turn on (or switch) the uplink's voice processing, with the downlink's render stream as
+    the echo reference. Any thread; the capture thread picks it up at its next 10 ms frame."""
+    uplink.set_processing(
+        backend=vp.backend,
+        aec=vp.aec,
+        noise_suppression=vp.noise_suppression,
+        agc=vp.agc,
+        high_pass=vp.high_pass,
+        stream_delay_ms=vp.stream_delay_ms,
+    )
+    try:
+        uplink.set_echo_reference(
+            downlink, lead_ms=vp.reference_lead_ms, max_lead_ms=vp.reference_lead_ms + 100
+        )
+    except RuntimeError as exc:  # set before: only the stages changed
+        if "already has an echo reference" not in str(exc):
+            raise
 
 
 class AudioInput:
@@ -299,8 +357,11 @@ class AudioEngine:
                 late_ticks=self.driver.late_ticks,
                 overrun_frames=self.driver.overrun_frames,
             )
-        uplink = dict(self.uplink.stats)
+        uplink: dict[str, Any] = dict(self.uplink.stats)
         uplink["nonfinite_samples"] += self.input.nonfinite_samples
+        processing = self.uplink.processing_stats
+        if processing is not None:
+            uplink["processing"] = processing
         return {
             "uplink": uplink,
             "downlink": dict(down),

@@ -1,0 +1,379 @@
+#include "rtvoice/audio_processing.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include "rtvoice/sanitize.hpp"
+
+#ifdef RTVOICE_HAVE_WEBRTC_APM
+#include <webrtc/modules/audio_processing/include/audio_processing.h>
+#endif
+#ifdef RTVOICE_HAVE_SPEEXDSP
+#include <speex/speex_echo.h>
+#include <speex/speex_preprocess.h>
+#endif
+
+namespace rtvoice {
+
+namespace {
+
+constexpr std::uint32_t kAec = 1u;
+constexpr std::uint32_t kNs = 2u;
+constexpr std::uint32_t kAgc = 4u;
+constexpr std::uint32_t kHpf = 8u;
+
+std::uint32_t pack_flags(bool aec, bool ns, bool agc, bool hpf) {
+  return (aec ? kAec : 0u) | (ns ? kNs : 0u) | (agc ? kAgc : 0u) | (hpf ? kHpf : 0u);
+}
+
+// Far-end frames below this mean power (about -50 dBFS) count as silence for the statistics.
+constexpr double kActiveRenderPower = 1e-5;
+// Per-frame forgetting factor of the suppression statistic: about one second of activity.
+constexpr double kForget = 0.99;
+
+const ProcessingConfig& validated(const ProcessingConfig& c) {
+  if (c.sample_rate_hz != 8000 && c.sample_rate_hz != 16000 && c.sample_rate_hz != 32000 &&
+      c.sample_rate_hz != 48000) {
+    throw std::invalid_argument("voice processing runs at 8000, 16000, 32000 or 48000 Hz, got " +
+                                std::to_string(c.sample_rate_hz));
+  }
+  if (c.speex_filter_ms < 20 || c.speex_filter_ms > 2000) {
+    throw std::invalid_argument("speex_filter_ms must be between 20 and 2000, got " +
+                                std::to_string(c.speex_filter_ms));
+  }
+  if (c.stream_delay_ms < 0 || c.stream_delay_ms > 1000) {
+    throw std::invalid_argument("stream_delay_ms must be between 0 and 1000, got " +
+                                std::to_string(c.stream_delay_ms));
+  }
+  bool found = false;
+  for (ProcessingBackend b : available_backends()) found = found || b == c.backend;
+  if (!found) {
+    throw std::invalid_argument(std::string("this build of rtvoice has no ") +
+                                backend_name(c.backend) + " voice processing backend");
+  }
+  return c;
+}
+
+}  // namespace
+
+const char* backend_name(ProcessingBackend backend) {
+  return backend == ProcessingBackend::WebRtc ? "webrtc" : "speex";
+}
+
+ProcessingBackend parse_backend(const std::string& name) {
+  if (name == "webrtc") return ProcessingBackend::WebRtc;
+  if (name == "speex") return ProcessingBackend::Speex;
+  throw std::invalid_argument("backend must be 'webrtc' or 'speex', got '" + name + "'");
+}
+
+std::vector<ProcessingBackend> available_backends() {
+  std::vector<ProcessingBackend> out;
+#ifdef RTVOICE_HAVE_WEBRTC_APM
+  out.push_back(ProcessingBackend::WebRtc);
+#endif
+#ifdef RTVOICE_HAVE_SPEEXDSP
+  out.push_back(ProcessingBackend::Speex);
+#endif
+  return out;
+}
+
+// One library behind the processor. Every method runs on the capture thread.
+class AudioProcessor::Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual void apply(std::uint32_t flags) = 0;
+  virtual bool process(const float* render, float* capture, int stream_delay_ms) = 0;
+  // Reads the library's own metrics (called about once a second).
+  virtual void metrics(double& erle_db, int& delay_ms) {
+    erle_db = std::numeric_limits<double>::quiet_NaN();
+    delay_ms = -1;
+  }
+};
+
+namespace {
+
+// Second-order Butterworth high-pass (RBJ biquad), transposed direct form II.
+class HighPass {
+ public:
+  HighPass(int rate_hz, double cutoff_hz) {
+    const double w0 = 2.0 * M_PI * cutoff_hz / rate_hz;
+    const double alpha = std::sin(w0) / (2.0 * std::sqrt(0.5));
+    const double c = std::cos(w0);
+    const double a0 = 1.0 + alpha;
+    b0_ = (1.0 + c) / 2.0 / a0;
+    b1_ = -(1.0 + c) / a0;
+    b2_ = b0_;
+    a1_ = -2.0 * c / a0;
+    a2_ = (1.0 - alpha) / a0;
+  }
+  void process(float* x, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const double in = x[i];
+      const double out = b0_ * in + z1_;
+      z1_ = b1_ * in - a1_ * out + z2_;
+      z2_ = b2_ * in - a2_ * out;
+      x[i] = static_cast<float>(out);
+    }
+  }
+
+ private:
+  double b0_, b1_, b2_, a1_, a2_;
+  double z1_ = 0.0, z2_ = 0.0;
+};
+
+#ifdef RTVOICE_HAVE_WEBRTC_APM
+class WebRtcBackend final : public AudioProcessor::Backend {
+ public:
+  WebRtcBackend(const ProcessingConfig& c, std::size_t frame)
+      : frame_(frame), stream_(c.sample_rate_hz, 1), scratch_(frame) {
+    webrtc::Config config;
+    config.Set<webrtc::ExtendedFilter>(new webrtc::ExtendedFilter(true));
+    config.Set<webrtc::DelayAgnostic>(new webrtc::DelayAgnostic(true));
+    apm_.reset(webrtc::AudioProcessing::Create(config));
+    if (!apm_) throw std::runtime_error("webrtc-audio-processing: Create failed");
+    webrtc::ProcessingConfig pc = {{stream_, stream_, stream_, stream_}};
+    if (apm_->Initialize(pc) != webrtc::AudioProcessing::kNoError) {
+      throw std::runtime_error("webrtc-audio-processing: Initialize failed");
+    }
+    apm_->echo_cancellation()->set_suppression_level(webrtc::EchoCancellation::kHighSuppression);
+    apm_->echo_cancellation()->enable_drift_compensation(false);
+    apm_->echo_cancellation()->enable_metrics(true);
+    apm_->echo_cancellation()->enable_delay_logging(true);
+    apm_->noise_suppression()->set_level(webrtc::NoiseSuppression::kHigh);
+    apm_->gain_control()->set_mode(webrtc::GainControl::kAdaptiveDigital);
+    apm_->gain_control()->set_target_level_dbfs(3);
+    apm_->gain_control()->set_compression_gain_db(9);
+    apm_->gain_control()->enable_limiter(true);
+  }
+
+  void apply(std::uint32_t flags) override {
+    apm_->echo_cancellation()->Enable((flags & kAec) != 0);
+    apm_->noise_suppression()->Enable((flags & kNs) != 0);
+    apm_->gain_control()->Enable((flags & kAgc) != 0);
+    apm_->high_pass_filter()->Enable((flags & kHpf) != 0);
+    aec_ = (flags & kAec) != 0;
+  }
+
+  bool process(const float* render, float* capture, int stream_delay_ms) override {
+    const float* rsrc[1] = {render};
+    float* rdst[1] = {scratch_.data()};
+    if (apm_->ProcessReverseStream(rsrc, stream_, stream_, rdst) !=
+        webrtc::AudioProcessing::kNoError) {
+      return false;
+    }
+    if (aec_) apm_->set_stream_delay_ms(stream_delay_ms);
+    const float* csrc[1] = {capture};
+    float* cdst[1] = {capture};
+    return apm_->ProcessStream(csrc, stream_, stream_, cdst) == webrtc::AudioProcessing::kNoError;
+  }
+
+  void metrics(double& erle_db, int& delay_ms) override {
+    erle_db = std::numeric_limits<double>::quiet_NaN();
+    delay_ms = -1;
+    if (!aec_) return;
+    webrtc::EchoCancellation::Metrics m;
+    if (apm_->echo_cancellation()->GetMetrics(&m) == webrtc::AudioProcessing::kNoError) {
+      erle_db = m.echo_return_loss_enhancement.average;
+    }
+    int median = 0, std_dev = 0;
+    float poor = 0.0f;
+    if (apm_->echo_cancellation()->GetDelayMetrics(&median, &std_dev, &poor) ==
+        webrtc::AudioProcessing::kNoError) {
+      delay_ms = median;
+    }
+  }
+
+ private:
+  std::size_t frame_;
+  webrtc::StreamConfig stream_;
+  std::vector<float> scratch_;
+  std::unique_ptr<webrtc::AudioProcessing> apm_;
+  bool aec_ = false;
+};
+#endif
+
+#ifdef RTVOICE_HAVE_SPEEXDSP
+class SpeexBackend final : public AudioProcessor::Backend {
+ public:
+  SpeexBackend(const ProcessingConfig& c, std::size_t frame)
+      : frame_(frame), hpf_(c.sample_rate_hz, 80.0), cap_(frame), ref_(frame), out_(frame) {
+    int rate = c.sample_rate_hz;
+    echo_ =
+        speex_echo_state_init(static_cast<int>(frame), c.sample_rate_hz / 1000 * c.speex_filter_ms);
+    pre_ = speex_preprocess_state_init(static_cast<int>(frame), rate);
+    if (echo_ == nullptr || pre_ == nullptr) {
+      if (echo_ != nullptr) speex_echo_state_destroy(echo_);
+      if (pre_ != nullptr) speex_preprocess_state_destroy(pre_);
+      throw std::runtime_error("speexdsp: state init failed");
+    }
+    speex_echo_ctl(echo_, SPEEX_ECHO_SET_SAMPLING_RATE, &rate);
+    int level = 24000;  // AGC target, about -3 dBFS peak
+    speex_preprocess_ctl(pre_, SPEEX_PREPROCESS_SET_AGC_LEVEL, &level);
+    int noise_db = -25;
+    speex_preprocess_ctl(pre_, SPEEX_PREPROCESS_SET_NOISE_SUPPRESS, &noise_db);
+  }
+  ~SpeexBackend() override {
+    speex_echo_state_destroy(echo_);
+    speex_preprocess_state_destroy(pre_);
+  }
+
+  void apply(std::uint32_t flags) override {
+    const bool aec = (flags & kAec) != 0;
+    if (aec && !aec_) speex_echo_state_reset(echo_);
+    aec_ = aec;
+    ns_ = (flags & kNs) != 0;
+    agc_ = (flags & kAgc) != 0;
+    hpf_on_ = (flags & kHpf) != 0;
+    int on = ns_ ? 1 : 0;
+    speex_preprocess_ctl(pre_, SPEEX_PREPROCESS_SET_DENOISE, &on);
+    on = agc_ ? 1 : 0;
+    speex_preprocess_ctl(pre_, SPEEX_PREPROCESS_SET_AGC, &on);
+    // Residual echo suppression runs in the preprocessor, which needs the echo state.
+    speex_preprocess_ctl(pre_, SPEEX_PREPROCESS_SET_ECHO_STATE, aec_ ? echo_ : nullptr);
+  }
+
+  bool process(const float* render, float* capture, int /*stream_delay_ms*/) override {
+    if (hpf_on_) hpf_.process(capture, frame_);
+    if (!aec_ && !ns_ && !agc_) return true;
+    to_int16(capture, cap_.data());
+    spx_int16_t* result = cap_.data();
+    if (aec_) {
+      to_int16(render, ref_.data());
+      speex_echo_cancellation(echo_, cap_.data(), ref_.data(), out_.data());
+      result = out_.data();
+    }
+    speex_preprocess_run(pre_, result);
+    for (std::size_t i = 0; i < frame_; ++i) capture[i] = static_cast<float>(result[i]) / 32768.0f;
+    return true;
+  }
+
+ private:
+  void to_int16(const float* in, spx_int16_t* out) const {
+    for (std::size_t i = 0; i < frame_; ++i) {
+      const float v = std::clamp(in[i] * 32768.0f, -32768.0f, 32767.0f);
+      out[i] = static_cast<spx_int16_t>(std::lrint(v));
+    }
+  }
+
+  std::size_t frame_;
+  HighPass hpf_;
+  SpeexEchoState* echo_ = nullptr;
+  SpeexPreprocessState* pre_ = nullptr;
+  std::vector<spx_int16_t> cap_, ref_, out_;
+  bool aec_ = false, ns_ = false, agc_ = false, hpf_on_ = false;
+};
+#endif
+
+}  // namespace
+
+AudioProcessor::AudioProcessor(const ProcessingConfig& config)
+    : config_(validated(config)),
+      frame_(static_cast<std::size_t>(config.sample_rate_hz / 100)),
+      silence_(frame_, 0.0f),
+      input_copy_(frame_, 0.0f),
+      flags_(pack_flags(config.aec, config.noise_suppression, config.agc, config.high_pass)),
+      stream_delay_ms_(config.stream_delay_ms) {
+#ifdef RTVOICE_HAVE_WEBRTC_APM
+  if (config_.backend == ProcessingBackend::WebRtc) {
+    backend_ = std::make_unique<WebRtcBackend>(config_, frame_);
+  }
+#endif
+#ifdef RTVOICE_HAVE_SPEEXDSP
+  if (config_.backend == ProcessingBackend::Speex) {
+    backend_ = std::make_unique<SpeexBackend>(config_, frame_);
+  }
+#endif
+  if (!backend_) throw std::invalid_argument("no voice processing backend");
+  apply_flags();
+}
+
+AudioProcessor::~AudioProcessor() = default;
+
+void AudioProcessor::set_enabled(bool aec, bool noise_suppression, bool agc, bool high_pass) {
+  flags_.store(pack_flags(aec, noise_suppression, agc, high_pass), std::memory_order_release);
+}
+
+void AudioProcessor::set_stream_delay_ms(int delay_ms) {
+  stream_delay_ms_.store(std::clamp(delay_ms, 0, 1000), std::memory_order_relaxed);
+}
+
+void AudioProcessor::apply_flags() {
+  const std::uint32_t flags = flags_.load(std::memory_order_acquire);
+  if (flags == applied_flags_) return;
+  backend_->apply(flags);
+  applied_flags_ = flags;
+}
+
+void AudioProcessor::process(const float* render, float* capture) {
+  apply_flags();
+  const float* ref = render;
+  if (ref == nullptr) {
+    ref = silence_.data();
+  } else {
+    render_frames_.fetch_add(1, std::memory_order_relaxed);
+    if (!all_finite(ref, frame_)) {
+      copy_finite(ref, input_copy_.data(), frame_);
+      ref = input_copy_.data();
+    }
+  }
+  copy_finite(capture, capture, frame_);
+  double render_power = 0.0, in_power = 0.0;
+  for (std::size_t i = 0; i < frame_; ++i) {
+    render_power += static_cast<double>(ref[i]) * ref[i];
+    in_power += static_cast<double>(capture[i]) * capture[i];
+  }
+  render_power /= static_cast<double>(frame_);
+  if (!backend_->process(ref, capture, stream_delay_ms_.load(std::memory_order_relaxed))) {
+    backend_errors_.fetch_add(1, std::memory_order_relaxed);
+  }
+  double out_power = 0.0;
+  for (std::size_t i = 0; i < frame_; ++i)
+    out_power += static_cast<double>(capture[i]) * capture[i];
+  const double powers[3] = {in_power / static_cast<double>(frame_),
+                            out_power / static_cast<double>(frame_), render_power};
+  for (int k = 0; k < 3; ++k) {
+    level_power_[k] = 0.9 * level_power_[k] + 0.1 * powers[k];
+    level_dbfs_[k].store(std::max(-120.0, 10.0 * std::log10(level_power_[k] + 1e-12)),
+                         std::memory_order_relaxed);
+  }
+  if (render_power > kActiveRenderPower) {
+    in_energy_ = kForget * in_energy_ + in_power;
+    out_energy_ = kForget * out_energy_ + out_power;
+    if (out_energy_ > 0.0 && in_energy_ > 0.0) {
+      suppression_db_.store(10.0 * std::log10(in_energy_ / out_energy_), std::memory_order_relaxed);
+    }
+    active_render_frames_.fetch_add(1, std::memory_order_relaxed);
+  }
+  const std::uint64_t n = frames_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (n % 100 == 0) {
+    double erle = 0.0;
+    int delay = -1;
+    backend_->metrics(erle, delay);
+    backend_erle_db_.store(erle, std::memory_order_relaxed);
+    backend_delay_ms_.store(delay, std::memory_order_relaxed);
+  }
+}
+
+ProcessingStats AudioProcessor::stats() const {
+  ProcessingStats s;
+  s.frames = frames_.load(std::memory_order_relaxed);
+  s.render_frames = render_frames_.load(std::memory_order_relaxed);
+  s.active_render_frames = active_render_frames_.load(std::memory_order_relaxed);
+  s.backend_errors = backend_errors_.load(std::memory_order_relaxed);
+  s.echo_suppression_db = suppression_db_.load(std::memory_order_relaxed);
+  s.backend_erle_db = backend_erle_db_.load(std::memory_order_relaxed);
+  s.backend_delay_ms = backend_delay_ms_.load(std::memory_order_relaxed);
+  s.capture_dbfs = level_dbfs_[0].load(std::memory_order_relaxed);
+  s.output_dbfs = level_dbfs_[1].load(std::memory_order_relaxed);
+  s.render_dbfs = level_dbfs_[2].load(std::memory_order_relaxed);
+  const std::uint32_t f = flags_.load(std::memory_order_relaxed);
+  s.aec = (f & kAec) != 0;
+  s.noise_suppression = (f & kNs) != 0;
+  s.agc = (f & kAgc) != 0;
+  s.high_pass = (f & kHpf) != 0;
+  return s;
+}
+
+}  // namespace rtvoice

@@ -1,0 +1,263 @@
+"""Sound devices through sounddevice (PortAudio): listing, choosing by name or index, and the
+microphone and speaker streams of a session.
+
+Each PortAudio callback does one native call and returns: the input callback hands the block to
+``Uplink.push_from_device`` (the capture path: voice processing, the ring), the output callback
+fills PortAudio's buffer with ``Downlink.pull_into_device`` (the device is the playout clock).
+Both release the GIL inside and count PortAudio's under- and overflow flags in the native
+statistics (``device_input_overflows``, ``device_output_underflows``, ...), so nothing in a
+callback allocates, logs or takes a lock of ours. A stream that stops delivering blocks (its
+device disappeared, its server died) is reported by :meth:`DeviceStreams.check`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rtvoice._core import Downlink, Uplink
+from rtvoice.audio.sources import DeviceError
+
+__all__ = [
+    "DEVICE_RATE_HZ",
+    "DeviceInfo",
+    "DeviceStreams",
+    "import_sounddevice",
+    "list_devices",
+    "resolve_device",
+]
+
+Kind = Literal["input", "output"]
+# The rate the devices are opened at: the Uplink's and Downlink's rate on WebRTC, so a block goes
+# to the core as it is (PortAudio's host API converts when the hardware runs at another rate).
+DEVICE_RATE_HZ = 48000
+# A stream that has delivered no block for this long is reported as gone.
+STALL_S = 1.5
+
+
+def import_sounddevice() -> Any:
+    """The sounddevice module, or a :class:`DeviceError` naming what to install."""
+    try:
+        import sounddevice  # type: ignore[import-untyped]
+    except OSError as exc:  # the PortAudio library is missing
+        raise DeviceError(
+            f"sound devices need the PortAudio library ({exc}); on Debian/Ubuntu: "
+            "apt-get install libportaudio2"
+        ) from exc
+    except ImportError as exc:
+        raise DeviceError(
+            "sound devices need the sounddevice package: pip install 'rtvoice[devices]'"
+        ) from exc
+    return sounddevice
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    index: int
+    name: str
+    host_api: str
+    max_input_channels: int
+    max_output_channels: int
+    default_rate_hz: float
+    default_input: bool
+    default_output: bool
+
+    def has(self, kind: Kind) -> bool:
+        return (self.max_input_channels if kind == "input" else self.max_output_channels) > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def list_devices() -> list[DeviceInfo]:
+    """Every PortAudio device, with its default rate and whether it is a default device."""
+    sd = import_sounddevice()
+    try:
+        devices = sd.query_devices()
+        apis = sd.query_hostapis()
+        default_in, default_out = sd.default.device
+    except Exception as exc:  # PortAudio failed to enumerate
+        raise DeviceError(f"cannot list sound devices: {exc}") from exc
+    out = []
+    for d in devices:
+        out.append(
+            DeviceInfo(
+                index=int(d["index"]),
+                name=str(d["name"]),
+                host_api=str(apis[d["hostapi"]]["name"]),
+                max_input_channels=int(d["max_input_channels"]),
+                max_output_channels=int(d["max_output_channels"]),
+                default_rate_hz=float(d["default_samplerate"]),
+                default_input=int(d["index"]) == default_in,
+                default_output=int(d["index"]) == default_out,
+            )
+        )
+    return out
+
+
+def resolve_device(spec: str | int | None, kind: Kind) -> DeviceInfo:
+    """The device ``spec`` names: an index, an exact name, or a unique part of a name (case
+    insensitive); None is the default device. Raises :class:`DeviceError` listing the choices
+    when nothing or more than one device matches."""
+    devices = [d for d in list_devices() if d.has(kind)]
+    if not devices:
+        raise DeviceError(f"no {kind} device found (is a sound server or sound card present?)")
+    choices = ", ".join(f"{d.index}: {d.name!r}" for d in devices)
+    if spec is None:
+        for d in devices:
+            if d.default_input if kind == "input" else d.default_output:
+                return d
+        return devices[0]
+    text = str(spec).strip()
+    if text.isdigit():
+        for d in devices:
+            if d.index == int(text):
+                return d
+        raise DeviceError(f"no {kind} device with index {text}; {kind} devices: {choices}")
+    exact = [d for d in devices if d.name.lower() == text.lower()]
+    if exact:
+        return exact[0]
+    partial = [d for d in devices if text.lower() in d.name.lower()]
+    if len(partial) == 1:
+        return partial[0]
+    if partial:
+        names = ", ".join(repr(d.name) for d in partial)
+        raise DeviceError(f"{kind} device {text!r} is ambiguous: {names}")
+    raise DeviceError(f"no {kind} device matches {text!r}; {kind} devices: {choices}")
+
+
+class DeviceStreams:
+    """A microphone feeding ``uplink`` and a speaker played from ``downlink``, at
+    :data:`DEVICE_RATE_HZ` with ``block_ms`` blocks.
+
+    ``latency`` is PortAudio's suggested latency (``"low"``, ``"high"`` or seconds).
+    """
+
+    def __init__(
+        self,
+        uplink: Uplink,
+        downlink: Downlink,
+        *,
+        input_device: DeviceInfo | None,
+        output_device: DeviceInfo | None,
+        block_ms: int = 20,
+        latency: str | float = "low",
+    ) -> None:
+        if block_ms not in (10, 20):
+            raise ValueError(f"block_ms must be 10 or 20, not {block_ms}")
+        if uplink.input_rate != DEVICE_RATE_HZ or downlink.output_rate != DEVICE_RATE_HZ:
+            raise ValueError(
+                f"sound devices run at {DEVICE_RATE_HZ} Hz; the uplink takes "
+                f"{uplink.input_rate} Hz and the downlink plays {downlink.output_rate} Hz"
+            )
+        self.uplink = uplink
+        self.downlink = downlink
+        self.input_device = input_device
+        self.output_device = output_device
+        self.block = DEVICE_RATE_HZ * block_ms // 1000
+        self.latency = latency
+        self._input: Any = None
+        self._output: Any = None
+        self._started_ns = 0
+        self._last_blocks = {"input": 0, "output": 0}
+        self._last_progress_ns = {"input": 0, "output": 0}
+
+    def start(self) -> None:
+        """Open and start both streams (speaker first, so the echo reference leads)."""
+        sd = import_sounddevice()
+        # Bound methods, looked up once: the callbacks below do nothing but call them.
+        push = self.uplink.push_from_device
+        pull = self.downlink.pull_into_device
+
+        def on_input(indata: Any, frames: int, time_info: Any, status: Any) -> None:
+            # sounddevice keeps PortAudio's flags in CallbackFlags._flags (an int).
+            push(indata, status._flags)
+
+        def on_output(outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+            pull(outdata, status._flags)
+
+        try:
+            if self.output_device is not None:
+                self._output = self._open(sd.OutputStream, self.output_device, on_output)
+            if self.input_device is not None:
+                self._input = self._open(sd.InputStream, self.input_device, on_input)
+            if self._output is not None:
+                self._output.start()
+            if self._input is not None:
+                self._input.start()
+        except DeviceError:
+            self.stop()
+            raise
+        except Exception as exc:
+            self.stop()
+            raise DeviceError(f"cannot start the sound devices: {exc}") from exc
+        now = time.monotonic_ns()
+        self._started_ns = now
+        self._last_progress_ns = {"input": now, "output": now}
+
+    def _open(self, factory: Any, device: DeviceInfo, callback: Any) -> Any:
+        what = "microphone" if factory.__name__ == "InputStream" else "speaker"
+        try:
+            return factory(
+                samplerate=DEVICE_RATE_HZ,
+                blocksize=self.block,
+                channels=1,
+                dtype="float32",
+                device=device.index,
+                latency=self.latency,
+                callback=callback,
+            )
+        except Exception as exc:
+            raise DeviceError(
+                f"cannot open the {what} {device.name!r} (index {device.index}) at "
+                f"{DEVICE_RATE_HZ} Hz mono: {exc}"
+            ) from exc
+
+    @property
+    def latency_s(self) -> tuple[float, float]:
+        """PortAudio's reported (input, output) latency in seconds."""
+        i = float(self._input.latency) if self._input is not None else 0.0
+        o = float(self._output.latency) if self._output is not None else 0.0
+        return i, o
+
+    def check(self, now_ns: int | None = None) -> None:
+        """Raise :class:`DeviceError` when a stream stopped or delivers no more blocks (its
+        device disappeared or its sound server died). Call it every few hundred ms."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        for kind, stream, device, stats in (
+            ("input", self._input, self.input_device, self.uplink.stats),
+            ("output", self._output, self.output_device, self.downlink.stats),
+        ):
+            if stream is None or device is None:
+                continue
+            what = "microphone" if kind == "input" else "speaker"
+            blocks = int(stats["device_blocks"])
+            if blocks != self._last_blocks[kind]:
+                self._last_blocks[kind] = blocks
+                self._last_progress_ns[kind] = now
+            stalled_s = (now - self._last_progress_ns[kind]) / 1e9
+            if not stream.active or stalled_s > STALL_S:
+                reason = (
+                    "its stream stopped"
+                    if not stream.active
+                    else (f"no audio block for {stalled_s:.1f} s")
+                )
+                raise DeviceError(
+                    f"the {what} {device.name!r} (index {device.index}) disappeared during the "
+                    f"call ({reason})"
+                )
+
+    def stop(self) -> None:
+        """Stop and close both streams; idempotent. A device that is already gone is ignored."""
+        for attr in ("_input", "_output"):
+            stream = getattr(self, attr)
+            setattr(self, attr, None)
+            if stream is None:
+                continue
+            # A device that is gone fails both; closing is all that is left to do.
+            with contextlib.suppress(Exception):
+                stream.abort()
+            with contextlib.suppress(Exception):
+                stream.close()

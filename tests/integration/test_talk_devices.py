@@ -1,0 +1,205 @@
+"""`rtvoice talk` through real sound devices: a user-mode PulseAudio server (tests/integration/
+pulse.py) with null sinks as the speaker and the microphone, PortAudio reaching it through ALSA's
+pulse plugin, against the simulator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tests.integration.pulse import (
+    MIC,
+    RATE_HZ,
+    SPEAKER,
+    PulseServer,
+    SimulatorThread,
+    pulse,
+    simulator,
+    talk_command,
+)
+
+from rtvoice.audio.sources import read_wav, write_wav
+from rtvoice.cli import bundled_clip
+
+__all__ = ["pulse", "simulator"]  # fixtures
+
+pytest.importorskip("sounddevice", reason="device tests need the sounddevice package")
+
+
+# The user's turn: the first 2 s of the bundled speech clip.
+SPEECH_S = 2.0
+
+
+@pytest.fixture
+def speech(tmp_path: Path) -> Path:
+    pcm, rate = read_wav(bundled_clip())
+    path = tmp_path / "speech.wav"
+    write_wav(path, pcm[: int(SPEECH_S * rate)], rate)
+    return path
+
+
+def _run_talk(
+    pulse: PulseServer,
+    sim: SimulatorThread,
+    tmp_path: Path,
+    *args: str,
+    speech: Path | None = None,
+    speak_after_s: float = 1.5,
+    timeout_s: float = 40,
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
+    cmd = talk_command(sim, tmp_path / "key", "--json", "--quiet", *args)
+    proc = subprocess.Popen(
+        cmd, env=pulse.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    player = None
+    if speech is not None:
+        time.sleep(speak_after_s)
+        player = pulse.play_into_mic(speech)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if player is not None:
+            player.wait(10)
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    summary = json.loads(out) if proc.returncode == 0 and out.strip() else None
+    return done, summary
+
+
+def _server_events(sim: SimulatorThread, kind: str) -> list[dict[str, Any]]:
+    return [e for call in sim.calls() for e in call.server_events if e.get("type") == kind]
+
+
+def test_devices_lists_the_test_devices_by_name(pulse: PulseServer) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "rtvoice.cli", "devices", "--json"],
+        env=pulse.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    devices = {d["name"]: d for d in json.loads(out)}
+    assert {MIC, SPEAKER} <= set(devices)
+    assert devices[MIC]["max_input_channels"] > 0
+    assert devices[SPEAKER]["default_rate_hz"] > 0
+
+
+def test_talk_holds_a_conversation_through_the_devices(
+    pulse: PulseServer, simulator: SimulatorThread, tmp_path: Path, speech: Path
+) -> None:
+    played = tmp_path / "speaker.raw"
+    recorder = pulse.record_speaker(played)
+    try:
+        done, summary = _run_talk(pulse, simulator, tmp_path, "--seconds", "8", speech=speech)
+    finally:
+        recorder.terminate()
+        recorder.wait(5)
+    assert done.returncode == 0, done.stderr
+    assert summary is not None
+    # The simulator heard the WAV's speech as one user turn and answered it.
+    calls = simulator.calls()
+    assert len(calls) == 1
+    utterances = calls[0].utterances
+    assert len(utterances) == 1
+    assert SPEECH_S - 0.5 < utterances[0].pcm.size / RATE_HZ < SPEECH_S + 1.0
+    assert summary["events"].get("response.done", 0) >= 1
+    # The null sink played the reply (the simulator answers with the user's own speech).
+    pcm = np.frombuffer(played.read_bytes(), dtype="<i2").astype(np.float32) / 32768
+    frames = pcm[: pcm.size // 960 * 960].reshape(-1, 960)
+    loud_ms = int((np.sqrt((frames**2).mean(axis=1)) > 10 ** (-40 / 20)).sum()) * 20
+    assert loud_ms > 500
+    # One native call per device block, every block counted, none lost.
+    assert summary["uplink"]["device_blocks"] > 300
+    assert summary["downlink"]["device_blocks"] > 300
+    assert summary["uplink"]["device_input_overflows"] == 0
+    assert summary["uplink"]["frames_dropped"] == 0
+
+
+def test_talk_hangs_up_after_seconds_when_the_server_sends_nothing(
+    pulse: PulseServer, simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    # Nobody speaks: after session.created the server sends no event at all.
+    done, summary = _run_talk(pulse, simulator, tmp_path, "--seconds", "2", timeout_s=25)
+    assert done.returncode == 0, done.stderr
+    assert summary is not None
+    assert 2.0 <= summary["seconds"] < 4.0
+    assert "hung up after" in done.stderr
+
+
+def _echo_run(
+    pulse: PulseServer, sim: SimulatorThread, tmp_path: Path, speech: Path, *args: str
+) -> tuple[int, dict[str, Any]]:
+    pulse.add_acoustic_loop(attenuation_db=10.0, delay_ms=60)
+    done, summary = _run_talk(pulse, sim, tmp_path, "--seconds", "8", *args, speech=speech)
+    assert done.returncode == 0, done.stderr
+    assert summary is not None
+    assert len(_server_events(sim, "response.created")) >= 1
+    return len(_server_events(sim, "input_audio_buffer.speech_started")), summary
+
+
+@pytest.mark.slow
+def test_with_aec_the_reply_coming_back_through_the_room_is_not_user_speech(
+    pulse: PulseServer, simulator: SimulatorThread, tmp_path: Path, speech: Path
+) -> None:
+    started, summary = _echo_run(pulse, simulator, tmp_path, speech)
+    # Only the user's own turn: the reply, heard again through the loop, never triggered VAD.
+    assert started == 1
+    assert not _server_events(simulator, "output_audio_buffer.cleared")
+    processing = summary["uplink"]["processing"]
+    assert processing["aec"] is True
+    assert processing["active_render_frames"] > 100  # the far end was really playing
+
+
+@pytest.mark.slow
+def test_without_aec_the_same_loop_makes_the_server_hear_its_own_reply(
+    pulse: PulseServer, simulator: SimulatorThread, tmp_path: Path, speech: Path
+) -> None:
+    started, summary = _echo_run(pulse, simulator, tmp_path, speech, "--no-aec")
+    # The reply came back at -10 dB and the server's VAD took it for the user (barge-in).
+    assert started >= 2
+    assert _server_events(simulator, "output_audio_buffer.cleared")
+    assert summary["uplink"]["processing"]["aec"] is False
+
+
+def test_a_missing_device_is_a_clear_error_before_connecting(
+    pulse: PulseServer, simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    for option in ("--input-device", "--output-device"):
+        cmd = talk_command(simulator, tmp_path / "key", "--seconds", "1")
+        cmd[cmd.index(option) + 1] = "no-such-device"
+        done = subprocess.run(cmd, env=pulse.env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1
+        kind = "input" if option == "--input-device" else "output"
+        assert f"no {kind} device matches 'no-such-device'" in done.stderr
+        assert MIC in done.stderr  # the choices are listed
+    assert simulator.calls() == []
+
+
+def test_a_device_that_disappears_mid_call_is_a_clear_error(
+    pulse: PulseServer, simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    cmd = talk_command(simulator, tmp_path / "key", "--seconds", "20", "--quiet")
+    proc = subprocess.Popen(
+        cmd, env=pulse.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not simulator.calls() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)  # the call is up and the devices run
+        pulse.kill()
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert "disappeared during the call" in err
+    assert MIC in err or SPEAKER in err

@@ -1,0 +1,209 @@
+"""Voice processing in the native core: rtvoice.AudioProcessor (WebRTC APM / SpeexDSP) and the
+Uplink's capture path with the Downlink's render stream as the echo reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from rtvoice import AudioProcessor, Downlink, Uplink
+from rtvoice._core import voice_processing_backends
+from rtvoice.audio.engine import VoiceProcessing, apply_voice_processing
+
+RATE = 48000
+FRAME = RATE // 100
+BACKENDS = voice_processing_backends()
+
+
+def _speechlike(seconds: float, seed: int) -> npt.NDArray[np.float32]:
+    """Harmonic bursts with a moving pitch, 200 ms on / 100 ms off: speech-like for the
+    cancellers' double-talk and voice detectors."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    t = np.arange(n) / RATE
+    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
+    phase = 2 * np.pi * np.cumsum(f0) / RATE
+    x = sum(np.sin(k * phase) / k for k in range(1, 12))
+    gate = (np.floor(t / 0.3) % 3 != 2).astype(np.float64)
+    x = x * gate + 0.02 * rng.standard_normal(n)
+    return (0.25 * x / np.abs(x).max()).astype(np.float32)
+
+
+def _echo(far: npt.NDArray[np.float32], delay_ms: int) -> npt.NDArray[np.float32]:
+    """A room in miniature: a delay, a short decaying response, -6 dB."""
+    rng = np.random.default_rng(3)
+    taps = int(0.03 * RATE)
+    h = rng.standard_normal(taps) * np.exp(-np.arange(taps) / (0.006 * RATE))
+    h = 0.5 * h / np.sqrt((h**2).sum())
+    d = int(delay_ms * RATE / 1000)
+    y = np.convolve(np.concatenate([np.zeros(d), far]), h)[: far.size]
+    return y.astype(np.float32)
+
+
+def _power_db(x: npt.NDArray[np.float32]) -> float:
+    return float(10 * np.log10(np.mean(x.astype(np.float64) ** 2) + 1e-20))
+
+
+def test_the_build_has_a_backend_and_names_it() -> None:
+    assert BACKENDS
+    assert set(BACKENDS) <= {"webrtc", "speex"}
+    assert AudioProcessor().backend == BACKENDS[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_echo_of_the_far_end_is_removed(backend: str) -> None:
+    far = _speechlike(6.0, seed=1)
+    mic = _echo(far, delay_ms=40)
+    proc = AudioProcessor(RATE, backend=backend, noise_suppression=False, agc=False)
+    out = proc.process(mic, far)
+    # After 3 s of convergence the residual is well under the echo (benchmarks/aec measures how
+    # far under, and how fast).
+    tail = slice(3 * RATE, None)
+    assert _power_db(mic[tail]) - _power_db(out[tail]) > 15.0
+    stats = proc.stats
+    assert stats["frames"] == far.size // FRAME
+    assert stats["render_frames"] == far.size // FRAME
+    assert stats["echo_suppression_db"] > 10.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_with_aec_off_the_echo_passes(backend: str) -> None:
+    far = _speechlike(3.0, seed=1)
+    mic = _echo(far, delay_ms=40)
+    proc = AudioProcessor(
+        RATE, backend=backend, aec=False, noise_suppression=False, agc=False, high_pass=False
+    )
+    out = proc.process(mic, far)
+    assert abs(_power_db(mic[RATE:]) - _power_db(out[RATE:])) < 1.0
+    assert proc.stats["aec"] is False
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_high_pass_filter_removes_rumble(backend: str) -> None:
+    t = np.arange(2 * RATE) / RATE
+    rumble = (0.3 * np.sin(2 * np.pi * 30 * t)).astype(np.float32)
+    proc = AudioProcessor(RATE, backend=backend, aec=False, noise_suppression=False, agc=False)
+    out = proc.process(rumble)
+    assert _power_db(rumble[RATE:]) - _power_db(out[RATE:]) > 10.0
+
+
+def test_bad_arguments_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="8000, 16000, 32000 or 48000"):
+        AudioProcessor(44100)
+    with pytest.raises(ValueError, match="'webrtc' or 'speex'"):
+        AudioProcessor(backend="nope")
+    proc = AudioProcessor()
+    with pytest.raises(ValueError, match="whole 10 ms frames"):
+        proc.process(np.zeros(100, np.float32))
+    with pytest.raises(ValueError, match="as many samples"):
+        proc.process(np.zeros(FRAME, np.float32), np.zeros(2 * FRAME, np.float32))
+    with pytest.raises(TypeError):
+        proc.process(np.zeros(FRAME, np.float64))
+    with pytest.raises(ValueError, match="backend must be"):
+        VoiceProcessing(backend="nope")
+
+
+def test_nonfinite_capture_samples_do_not_poison_the_processor() -> None:
+    proc = AudioProcessor(noise_suppression=False, agc=False)
+    bad = np.full(FRAME * 10, np.nan, np.float32)
+    out = proc.process(bad)
+    assert np.isfinite(out).all()
+    good = proc.process(_speechlike(0.5, seed=2))
+    assert np.isfinite(good).all()
+
+
+def _pcm_downlink(far: npt.NDArray[np.float32]) -> Downlink:
+    down = Downlink(RATE, 1, "pcm16", pcm_prebuffer_ms=0)
+    at24 = far[::2]
+    down.push_pcm(np.ascontiguousarray(np.round(at24 * 32767).astype(np.int16)))
+    return down
+
+
+def test_the_uplink_cancels_the_echo_of_what_the_downlink_played() -> None:
+    far = _speechlike(5.0, seed=4)
+    down = _pcm_downlink(far)
+    up = Uplink(RATE, 1, "pcm16", ring_ms=10000)
+    apply_voice_processing(up, down, VoiceProcessing(noise_suppression=False, agc=False))
+    block = 2 * FRAME  # a 20 ms device block on each side
+    played = []
+    for _ in range(far.size // block - 1):
+        out = np.zeros((block, 1), np.float32)
+        down.pull_into_device(out, 0)  # the speaker's callback
+        played.append(out[:, 0].copy())
+        # The microphone hears the speaker 40 ms later (its callback runs just after).
+        heard = np.concatenate(played)[-block - int(0.04 * RATE) :][:block]
+        if heard.size < block:
+            heard = np.zeros(block, np.float32)
+        up.push_from_device(np.ascontiguousarray(_echo(heard, 0).reshape(-1, 1)), 0)
+    stats = up.stats
+    assert stats["reference_underruns"] == 0
+    assert stats["device_blocks"] == len(played)
+    assert down.stats["device_blocks"] == len(played)
+    proc = up.processing_stats
+    assert proc is not None
+    assert proc["render_frames"] == 2 * len(played)
+    assert proc["active_render_frames"] > 100
+    assert proc["echo_suppression_db"] > 15.0
+
+
+def test_device_status_flags_are_counted() -> None:
+    up = Uplink(RATE)
+    down = Downlink(RATE)
+    up.push_from_device(np.zeros((960, 1), np.float32), 0x2)  # paInputOverflow
+    up.push_from_device(np.zeros((960, 1), np.float32), 0x1)  # paInputUnderflow
+    out = np.zeros((960, 1), np.float32)
+    down.pull_into_device(out, 0x4)  # paOutputUnderflow
+    down.pull_into_device(out, 0)
+    assert (up.stats["device_input_overflows"], up.stats["device_input_underflows"]) == (1, 1)
+    assert up.stats["device_blocks"] == 2
+    assert down.stats["device_output_underflows"] == 1
+    assert down.stats["device_blocks"] == 2
+
+
+def test_a_missing_reference_is_counted_and_a_runaway_one_realigned() -> None:
+    up = Uplink(RATE)
+    down = Downlink(RATE, 1, "pcm16", pcm_prebuffer_ms=0)
+    apply_voice_processing(up, down, VoiceProcessing(reference_lead_ms=20))
+    up.push(np.zeros(2 * FRAME, np.float32))  # the speaker has not played yet
+    assert up.stats["reference_underruns"] == 2
+    for _ in range(20):  # the speaker runs 400 ms ahead of the microphone
+        down.pull(960, 0)
+    up.push(np.zeros(FRAME, np.float32))
+    assert up.stats["reference_resyncs"] == 1
+    assert up.stats["reference_underruns"] == 2
+
+
+def test_processing_stages_switch_at_runtime_but_not_the_backend() -> None:
+    up = Uplink(RATE)
+    assert up.processing_stats is None
+    up.set_processing(backend=BACKENDS[0])
+    up.set_processing(aec=False, noise_suppression=False, agc=True, high_pass=False)
+    up.push(np.zeros(FRAME, np.float32))
+    stats = up.processing_stats
+    assert stats is not None
+    assert (stats["aec"], stats["noise_suppression"], stats["agc"], stats["high_pass"]) == (
+        False,
+        False,
+        True,
+        False,
+    )
+    assert stats["frames"] == 1
+    if len(BACKENDS) > 1:
+        with pytest.raises(ValueError, match="already runs on the"):
+            up.set_processing(backend=BACKENDS[1])
+    with pytest.raises(ValueError, match="mono"):
+        Uplink(RATE, 2).set_processing()
+    with pytest.raises(ValueError, match="8000, 16000, 32000 or 48000"):
+        Uplink(44100).set_processing()
+
+
+def test_without_processing_the_capture_path_is_unchanged() -> None:
+    a = Uplink(RATE, 1, "pcm16")
+    b = Uplink(RATE, 1, "pcm16")
+    down = Downlink(RATE)
+    b.set_echo_reference(down)  # a reference alone does not process
+    pcm = _speechlike(0.2, seed=5)
+    a.push(pcm)
+    b.push(pcm)
+    assert a.take_input(10**6).tobytes() == b.take_input(10**6).tobytes()

@@ -80,6 +80,26 @@ def positive_interval(value: object, name: str) -> float:
     return _positive_seconds(value, name, "")
 
 
+def non_negative(value: object, name: str) -> float:
+    """A duration in seconds that may be 0: finite and >= 0."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds, got {_kind(value)}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {seconds}")
+    return seconds
+
+
+def count(value: object, name: str) -> int:
+    """A non-negative int (a bound on items, characters or bytes)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {_kind(value)}")
+    n = int(value)
+    if n < 0:
+        raise ValueError(f"{name} must be >= 0, got {n}")
+    return n
+
+
 def pcm_layout(arr: object, name: str = "pcm") -> tuple[int, int]:
     """``(frames, channels)`` of a PCM chunk: a float32 or int16 numpy array shaped ``(frames,)``
     (mono) or ``(frames, channels)`` with 1..8 channels. A layout is never guessed from a shape:

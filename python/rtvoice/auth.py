@@ -237,6 +237,7 @@ async def create_client_secret(
                         payload,
                         request_id=resp.headers.get("x-request-id"),
                         context="minting an ephemeral key",
+                        headers=dict(resp.headers),
                     )
         except TimeoutError:
             raise errors.TimeoutError(
@@ -321,6 +322,10 @@ class KeyMinter:
         )
         self.minted += 1
         return self._key
+
+    def invalidate(self) -> None:
+        """Forget the cached key (the server refused it): the next :meth:`get` mints anew."""
+        self._key = None
 
     async def get(self) -> EphemeralKey:
         """The cached key, re-minted first if it expires within ``margin_s``."""

@@ -13,9 +13,11 @@ and anything shaped like a key: standard keys (``sk-…``), ephemeral keys (``ek
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import re
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -37,8 +39,10 @@ __all__ = [
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
+    "ReconnectFailedError",
     "RedactingFilter",
     "RtvoiceError",
+    "SendQueueFullError",
     "ServerEventError",
     "SessionError",
     "SessionExpiredError",
@@ -49,6 +53,7 @@ __all__ = [
     "error_from_event",
     "error_from_response",
     "mask",
+    "parse_retry_after",
     "redact",
     "track_secret",
 ]
@@ -193,6 +198,20 @@ class SessionError(RtvoiceError):
     """A session-level failure: used after close, not connected, a response already active, ..."""
 
 
+class SendQueueFullError(SessionError):
+    """:meth:`RealtimeSession.send` while the session is reconnecting, with the queue of events
+    waiting for the new call full (``reconnect_queue_bytes``): this event was not queued."""
+
+
+class ReconnectFailedError(SessionError):
+    """The call was lost and every reconnection attempt failed: the session is ``failed``.
+    ``unsent_event_ids`` are the events queued while reconnecting that never reached a server."""
+
+    def __init__(self, message: str, *, unsent_event_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.unsent_event_ids = unsent_event_ids
+
+
 class APIError(RtvoiceError):
     """An error reported by the API, over HTTP or as an ``error`` event.
 
@@ -237,9 +256,12 @@ class APIStatusError(APIError):
         code: str | None = None,
         param: str | None = None,
         request_id: str | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message, status=status, type=type, code=code, param=param)
         self.request_id = request_id
+        # The response's Retry-After (seconds form; an HTTP date is converted), when it had one.
+        self.retry_after_s = retry_after_s
 
 
 class BadRequestError(APIStatusError):
@@ -294,10 +316,35 @@ _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
 }
 
 
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None when
+    absent or unreadable. Negative waits become 0."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN or inf
+        return None
+    return max(seconds, 0.0)
+
+
 def error_from_response(
-    status: int, body: Any, *, request_id: str | None = None, context: str = ""
+    status: int,
+    body: Any,
+    *,
+    request_id: str | None = None,
+    context: str = "",
+    headers: Mapping[str, str] | None = None,
 ) -> APIStatusError:
     """Build the error for an HTTP ``status`` and its decoded body (a dict, text, bytes or None).
+    ``headers``: the response's, for ``Retry-After``.
 
     The message follows the openai SDK: ``"Error code: <status> - <error.message>"``.
     """
@@ -324,6 +371,7 @@ def error_from_response(
         code=_str("code"),
         param=_str("param"),
         request_id=request_id,
+        retry_after_s=parse_retry_after(headers.get("Retry-After")) if headers else None,
     )
 
 

@@ -18,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import inspect
 import json
 import logging
+import math
+import secrets
 import threading
 import time
 import warnings
@@ -32,19 +35,25 @@ from typing import Any, Literal, Protocol, Self
 import numpy as np
 import numpy.typing as npt
 
-from rtvoice import _checks, auth, errors, events
+from rtvoice import _checks, auth, errors, events, qoe, resilience
 from rtvoice._core import Downlink, Uplink
 from rtvoice.audio.engine import AudioEngine, AudioOptions
-from rtvoice.transports.base import ConnectTimings, Transport
+from rtvoice.resilience import ReconnectPolicy
+from rtvoice.transports.base import ConnectTimings, MediaGate, Transport
 from rtvoice.transports.webrtc import WebRTCTransport
 from rtvoice.transports.websocket import WebSocketTransport
 
 __all__ = [
     "FALLBACK_EVENT",
+    "INTERRUPTED_EVENT",
+    "RECONNECTED_EVENT",
+    "RECYCLED_EVENT",
     "SINK_EVENT",
     "STATE_EVENT",
+    "TURN_EVENT",
     "AudioSource",
     "RealtimeSession",
+    "ReconnectPolicy",
     "SessionMetrics",
     "SessionState",
     "Tool",
@@ -53,10 +62,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SessionState = Literal["idle", "connecting", "connected", "closed", "failed"]
+SessionState = Literal["idle", "connecting", "connected", "reconnecting", "closed", "failed"]
 STATE_EVENT = "rtvoice.state_changed"
 FALLBACK_EVENT = "rtvoice.transport_fallback"
 SINK_EVENT = "rtvoice.audio_sink_failing"
+RECONNECTED_EVENT = "rtvoice.reconnected"
+RECYCLED_EVENT = "rtvoice.recycled"
+INTERRUPTED_EVENT = "rtvoice.response_interrupted"
+TURN_EVENT = qoe.TURN_EVENT
 TransportChoice = Literal["webrtc", "websocket", "auto"]
 FloatArray = npt.NDArray[np.float32]
 
@@ -121,6 +134,11 @@ class SessionMetrics:
     media_errors: int = 0
     tool_calls: int = 0
     barge_ins: int = 0
+    # Calls lost and replaced: reconnects, recycles, attempts, downtime, what was restored,
+    # queued and dropped (see RealtimeSession).
+    resilience: dict[str, Any] = field(default_factory=dict)
+    # Per-turn latency, the last turns of the call (rtvoice.qoe.Turn as dicts).
+    turns: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,6 +169,8 @@ class _NativeParts:
     def __init__(self, engine: AudioEngine, transport: Transport) -> None:
         self.engine = engine
         self.transport = transport
+        # Calls being opened or closed besides the current one (reconnecting, recycling).
+        self.others: set[Transport] = set()
         self.sources: list[AudioSource] = []
         # True from open() until every part was released.
         self.live = False
@@ -167,8 +187,9 @@ class _NativeParts:
                 source.stop()
         with contextlib.suppress(Exception):
             self.engine.stop_playout()
-        with contextlib.suppress(Exception):
-            self.transport.close_now()
+        for transport in [self.transport, *self.others]:
+            with contextlib.suppress(Exception):
+                transport.close_now()
 
 
 # The native parts of every session between open() and release, weakly: an interpreter that
@@ -224,6 +245,28 @@ class RealtimeSession:
     ``dead_peer_timeout_s`` (default 5 s; None turns it off): a call from which nothing arrives
     for that long (no RTP and no RTCP on WebRTC, no message and no pong on WebSocket) fails with
     that reason in the state event; a shorter freeze is ridden out.
+
+    Calls that survive (``reconnect``, default on; ``False`` or a :class:`ReconnectPolicy`):
+    a lost call (dead peer, data channel or peer connection closed, ICE/DTLS failure, a
+    retryable WebSocket close) turns the state to ``reconnecting`` and a new call is opened
+    with the policy's backoff (0.5 s doubling to 8 s, with jitter, 5 attempts; 429 and 5xx
+    retried, ``Retry-After`` honoured; a refused ephemeral key is re-minted once; other 4xx
+    end it). The new call gets the session configuration (as updated since) and the
+    conversation so far replayed as items: the most recent ``restore_max_items`` /
+    ``restore_max_chars``; user audio turns need input transcription to be replayed. A
+    response cut off by the loss is reported as ``rtvoice.response_interrupted`` and not re-run;
+    ``rtvoice.reconnected`` follows the restore. Events sent while reconnecting are queued
+    (``reconnect_queue_bytes``, 1 MiB) and sent after the restore; a full queue raises
+    :class:`errors.SendQueueFullError`, and when reconnection gives up the session fails and
+    ``send()`` raises :class:`errors.ReconnectFailedError` (the state event lists the queued
+    events that were never sent). Of the audio pushed meanwhile, the last
+    ``reconnect_audio_s`` is sent after the restore; the rest is dropped and counted.
+
+    Recycling (``recycle``, default on): before the server ends the session (its
+    ``expires_at``, else ``max_session_s`` after it started), ``recycle_before_s`` ahead, at a
+    turn boundary, a second call is opened and restored, the audio switched to it, and only then
+    the old one closed (``rtvoice.recycled``). A ``session_expired`` error or a WebSocket close
+    for the maximum duration takes the same path.
     """
 
     def __init__(
@@ -258,6 +301,14 @@ class RealtimeSession:
         http_timeout_s: float = 10.0,
         stats_interval_s: float = 1.0,
         max_queued_events: int = 10000,
+        reconnect: bool | ReconnectPolicy = True,
+        reconnect_queue_bytes: int = 1 << 20,
+        reconnect_audio_s: float = 0.5,
+        restore_max_items: int = 100,
+        restore_max_chars: int = 32000,
+        recycle: bool = True,
+        max_session_s: float = 3600.0,
+        recycle_before_s: float = 120.0,
     ) -> None:
         if transport not in ("webrtc", "websocket", "auto"):
             raise ValueError(
@@ -284,6 +335,24 @@ class RealtimeSession:
         self._stats_interval_s = _checks.positive_interval(stats_interval_s, "stats_interval_s")
         if not isinstance(max_queued_events, int) or max_queued_events < 1:
             raise ValueError(f"max_queued_events must be a positive int, not {max_queued_events!r}")
+        if isinstance(reconnect, bool):
+            self._policy: ReconnectPolicy | None = ReconnectPolicy() if reconnect else None
+        elif isinstance(reconnect, ReconnectPolicy):
+            self._policy = reconnect
+        else:
+            raise TypeError(
+                "reconnect must be True, False or a rtvoice.ReconnectPolicy, not "
+                f"{type(reconnect).__name__}"
+            )
+        self._reconnect_audio_s = _checks.non_negative(reconnect_audio_s, "reconnect_audio_s")
+        self._restore_max_items = _checks.count(restore_max_items, "restore_max_items")
+        self._restore_max_chars = _checks.count(restore_max_chars, "restore_max_chars")
+        queue_bytes = _checks.count(reconnect_queue_bytes, "reconnect_queue_bytes")
+        if not isinstance(recycle, bool):
+            raise TypeError(f"recycle must be a bool, not {type(recycle).__name__}")
+        self._recycle = recycle
+        self._max_session_s = _checks.positive_timeout(max_session_s, "max_session_s")
+        self._recycle_before_s = _checks.non_negative(recycle_before_s, "recycle_before_s")
         self._audio_options = AudioOptions(
             output_rate_hz=output_rate_hz,
             start_delay_ms=jitter_target_ms,
@@ -311,7 +380,13 @@ class RealtimeSession:
         self._loopback_only = loopback_only
         self._audio_sink = audio_sink
         self._engine = self._make_engine("pcm16" if transport == "websocket" else "opus")
-        self._transport: Transport = self._make_transport()
+        # Every call gets a generation number; callbacks of calls that are no longer current
+        # (or not yet) are told apart by it.
+        self._generation = 0
+        self._live_generation = 1
+        self._restoring_generation: int | None = None
+        self._gates: dict[int, tuple[MediaGate, MediaGate]] = {}
+        self._transport: Transport = self._make_transport(self._next_generation(), is_open=True)
         self._fallback_reason: str | None = None
         self._barge_in = barge_in
         self._max_queued = max_queued_events
@@ -340,6 +415,40 @@ class RealtimeSession:
         self._open_cancellable = False
         self._close_requested = False
         self._closing: asyncio.Future[None] | None = None
+        # Reconnection and recycling.
+        self._history = resilience.ConversationHistory()
+        self._send_queue = resilience.SendQueue(queue_bytes)
+        # QoE: per-turn latency and the call's time series (rtvoice.qoe).
+        self._qoe = qoe.CallRecorder(self)
+        self._reconnect_error: errors.ReconnectFailedError | None = None
+        self._replacing: asyncio.Task[None] | None = None
+        self._recycle_timer: asyncio.Task[None] | None = None
+        self._switching = False
+        self._old_call_lost = False
+        self._user_speaking = False
+        self._response_id: str | None = None
+        self._config_changed = False
+        self._session_started = 0.0  # time.time() of session.created of the current call
+        self._expires_at: float | None = None
+        # The session.created / session.updated of a call being restored, and when they came.
+        self._next_session: list[tuple[events.SessionEvent, float]] = []
+        self._closers: set[asyncio.Task[None]] = set()
+        self._resilience: dict[str, Any] = {
+            "reconnects": 0,
+            "recycles": 0,
+            "attempts": 0,
+            "failed_attempts": 0,
+            "reminted_keys": 0,
+            "last_downtime_ms": None,
+            "total_downtime_ms": 0.0,
+            "items_restored": 0,
+            "items_not_restored": 0,
+            "events_queued": 0,
+            "events_flushed": 0,
+            "audio_dropped_ms": 0.0,
+            "responses_interrupted": 0,
+            "stale_events": 0,
+        }
 
     # ------------------------------------------------------------------ configuration
 
@@ -366,8 +475,21 @@ class RealtimeSession:
             on_sink_failing=_weak_method(self._sink_failing),
         )
 
-    def _make_transport(self) -> Transport:
+    def _next_generation(self) -> int:
+        self._generation += 1
+        return self._generation
+
+    def _make_transport(self, generation: int, *, is_open: bool) -> Transport:
+        """A transport for call ``generation`` on the current engine, behind media gates
+        (open: it carries the audio at once; closed: until :meth:`_switch_to`)."""
         engine = self._engine
+        up, down = (
+            MediaGate(engine.uplink, is_open=is_open),
+            MediaGate(engine.downlink, is_open=is_open),
+        )
+        self._gates[generation] = (up, down)
+        on_message = functools.partial(_weak_method(self._on_message), generation)
+        on_state = functools.partial(_weak_method(self._on_transport_state), generation)
         if engine.mode == "opus":
             return WebRTCTransport(
                 base_url=self.base_url,
@@ -375,27 +497,27 @@ class RealtimeSession:
                 model=self.model,
                 ice_servers=self._ice_servers,
                 loopback_only=self._loopback_only,
-                uplink=engine.uplink,
-                downlink=engine.downlink,
+                uplink=up,
+                downlink=down,
                 http_timeout_s=self._http_timeout_s,
                 connect_timeout_s=self._connect_timeout_s,
                 ice_timeout_s=self._ice_timeout_s,
                 dead_peer_timeout_s=self._dead_peer_timeout_s,
-                on_message=_weak_method(self._on_message),
-                on_state=_weak_method(self._on_transport_state),
+                on_message=on_message,
+                on_state=on_state,
             )
         return WebSocketTransport(
             base_url=self.base_url,
             api_version=self.api_version,
             model=self.model,
-            uplink=engine.uplink,
-            downlink=engine.downlink,
+            uplink=up,
+            downlink=down,
             chunk_ms=self._audio_options.ws_chunk_ms,
             http_timeout_s=self._http_timeout_s,
             connect_timeout_s=self._connect_timeout_s,
             dead_peer_timeout_s=self._dead_peer_timeout_s,
-            on_message=_weak_method(self._on_message),
-            on_state=_weak_method(self._on_transport_state),
+            on_message=on_message,
+            on_state=on_state,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -407,7 +529,7 @@ class RealtimeSession:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _set_state(self, state: SessionState, reason: str | None = None) -> None:
+    def _set_state(self, state: SessionState, reason: str | None = None, **extra: Any) -> None:
         previous = self.state
         if previous == state or previous == "closed":
             return
@@ -417,7 +539,9 @@ class RealtimeSession:
         data: dict[str, Any] = {"type": STATE_EVENT, "state": state, "previous": previous}
         if reason is not None:
             data["reason"] = reason
+        data.update(extra)
         self._enqueue(events.ServerEvent(type=STATE_EVENT, event_id=None, data=data))
+        self._qoe.on_state(state)
         for listener in list(self._state_listeners):
             listener(previous, state)
         if state == "failed":
@@ -448,14 +572,7 @@ class RealtimeSession:
         started = time.perf_counter()
         self._open_cancellable = True
         try:
-            key, multipart_session, hangup_key = await self._credentials()
-            try:
-                await self._connect_transport(key, multipart_session, hangup_key)
-            except errors.WebRTCUnavailableError as exc:
-                if self._transport_choice != "auto":
-                    raise
-                await self._fall_back(str(exc))
-                await self._connect_transport(key, multipart_session, hangup_key)
+            await self._open_first_call()
         except BaseException as exc:
             self._open_cancellable = False  # the release below must run to its end
             if self._close_requested:
@@ -474,19 +591,76 @@ class RealtimeSession:
         self._engine.start_playout()
         self._spawn(self._poll_stats())
         self._set_state("connected")
+        self._schedule_recycle()
+
+    def _can_remint(self) -> bool:
+        return self._minter is not None
+
+    async def _open_first_call(self) -> None:
+        """The first call: on 429 and 5xx from the key or calls endpoint it is tried again with
+        the reconnection policy's backoff (when reconnecting is on); a refused ephemeral key is
+        re-minted once; with ``transport="auto"`` an unusable WebRTC falls back to WebSocket."""
+        reminted = False
+        attempt = 1
+        while True:
+            try:
+                key, multipart_session, hangup_key = await self._credentials()
+                try:
+                    await self._connect_transport(
+                        self._transport, key, multipart_session, hangup_key
+                    )
+                except errors.WebRTCUnavailableError as exc:
+                    if self._transport_choice != "auto":
+                        raise
+                    await self._fall_back(str(exc))
+                    await self._connect_transport(
+                        self._transport, key, multipart_session, hangup_key
+                    )
+                return
+            except errors.APIStatusError as exc:
+                decision = resilience.attempt_decision(
+                    exc, reminted=reminted, can_remint=self._can_remint()
+                )
+                policy = self._policy
+                if decision == "remint":
+                    reminted = True
+                    self._remint()
+                elif decision == "retry" and policy is not None and attempt < policy.attempts:
+                    delay = policy.delay_s(attempt, retry_after_s=exc.retry_after_s)
+                    logger.info(
+                        "connect attempt %d failed (%s); retrying in %.2f s", attempt, exc, delay
+                    )
+                    attempt += 1
+                    self._resilience["failed_attempts"] += 1
+                    await asyncio.sleep(delay)
+                else:
+                    raise
+            # A transport that failed to connect is spent: the next attempt gets a new one.
+            self._transport = self._make_transport(self._next_generation(), is_open=True)
+            self._live_generation = self._generation
+            self._native.transport = self._transport
+
+    def _remint(self) -> None:
+        assert self._minter is not None
+        self._minter.invalidate()
+        self._resilience["reminted_keys"] += 1
 
     async def _connect_transport(
-        self, key: str, multipart_session: dict[str, Any] | None, hangup_key: str | None
+        self,
+        transport: Transport,
+        key: str,
+        multipart_session: dict[str, Any] | None,
+        hangup_key: str | None,
     ) -> None:
-        if self._transport.session_delivery == "session.update":
+        if transport.session_delivery == "session.update":
             # A standard key carries no session: it goes as session.update after session.created.
             standard = not key.startswith("ek_")
             session = self._session_config if standard else None
             if session is not None and self.api_version == "beta":
                 session = self._codec.prepare(events.session_update(session))["session"]
-            await self._transport.connect(key=key, session=session)
+            await transport.connect(key=key, session=session)
             return
-        await self._transport.connect(
+        await transport.connect(
             key=key,
             session=multipart_session,
             multipart=multipart_session is not None,
@@ -502,7 +676,8 @@ class RealtimeSession:
         self._engine = self._make_engine("pcm16")
         if waiting.size:
             self._engine.input.push(waiting.reshape(-1), old.uplink.input_rate)
-        self._transport = self._make_transport()
+        self._transport = self._make_transport(self._next_generation(), is_open=True)
+        self._live_generation = self._generation
         self._native.engine, self._native.transport = self._engine, self._transport
         self._fallback_reason = reason
         data = {"type": FALLBACK_EVENT, "from": "webrtc", "to": "websocket", "reason": reason}
@@ -528,7 +703,7 @@ class RealtimeSession:
             self._closing = asyncio.ensure_future(self._close_once())
         await asyncio.shield(self._closing)
 
-    async def _close_once(self) -> None:
+    async def _close_once(self, reason: str | None = None) -> None:
         opening = self._opening
         if opening is not None and not opening.done():
             self._close_requested = True
@@ -537,7 +712,7 @@ class RealtimeSession:
             await asyncio.wait({opening})
         if self.state != "closed":
             await self._release()
-            self._set_state("closed")
+            self._set_state("closed", reason)
             self._queue.put_nowait(None)
 
     async def _close_without_owner_loop(self) -> None:
@@ -564,7 +739,13 @@ class RealtimeSession:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for other in list(self._native.others):
+            await other.close()
         await self._transport.close()
+        # Calls retired by a reconnect or a recycle finish closing (they are not cancelled: a
+        # half-closed call would leave its thread and sockets behind).
+        if self._closers:
+            await asyncio.gather(*list(self._closers), return_exceptions=True)
         self._native.live = False
         _LIVE_PARTS.discard(self._native)
 
@@ -620,6 +801,8 @@ class RealtimeSession:
     # ------------------------------------------------------------------ sending
 
     def _require_connected(self) -> None:
+        if self.state == "failed" and self._reconnect_error is not None:
+            raise self._reconnect_error
         if self.state != "connected":
             raise errors.SessionError(f"the session is {self.state}, not connected")
 
@@ -627,13 +810,49 @@ class RealtimeSession:
         """Send a GA-shaped client event (converted to beta when api_version="beta").
 
         Returns its ``event_id`` (generated if absent), which an ``error`` event will quote.
+        While the session is reconnecting the event is queued and sent, in order, after the
+        conversation was restored; :class:`errors.SendQueueFullError` when the queue is full.
         """
-        self._require_connected()
+        if self.state != "reconnecting" and not self._switching:
+            self._require_connected()
+        event = self._with_item_id(event)
         wire = self._codec.prepare(event)
         text = json.dumps(wire, separators=(",", ":"), allow_nan=False)
+        event_id = str(wire["event_id"])
+        if self.state == "reconnecting" or self._switching:
+            # Noted (history, configuration) once it is sent: a restore replays only what
+            # went out, and the queue follows it.
+            self._send_queue.put(text, event_id, event)
+            self._resilience["events_queued"] += 1
+            return event_id
         await self._transport.send_text(text)
         self._codec.note_sent()
-        return str(wire["event_id"])
+        self._note_client_event(event)
+        return event_id
+
+    @staticmethod
+    def _with_item_id(event: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A conversation.item.create gets an item id when it has none, so that the history
+        holds it even if the call is lost before the server confirms it."""
+        if not isinstance(event, Mapping) or event.get("type") != "conversation.item.create":
+            return event
+        item = event.get("item")
+        if not isinstance(item, Mapping) or item.get("id") is not None:
+            return event
+        return {**event, "item": {"id": "item_" + secrets.token_hex(12), **item}}
+
+    def _note_client_event(self, event: Mapping[str, Any]) -> None:
+        """What a replacement call must know of an event the client sent."""
+        kind = event.get("type")
+        if kind == "session.update":
+            update = event.get("session")
+            if isinstance(update, Mapping):
+                _merge_config(self._session_config, update)
+                self._config_changed = True
+        elif kind == "conversation.item.create":
+            item = event.get("item")
+            if isinstance(item, Mapping):
+                self._history.add_local(item)
 
     async def update(self, session: Mapping[str, Any] | None = None, **fields: Any) -> str:
         """``session.update`` with only the given fields (``voice=``, ``instructions=``, ...)."""
@@ -662,6 +881,8 @@ class RealtimeSession:
         and counted in ``metrics.uplink["frames_dropped"]``.
         """
         if self.state in ("closed", "failed"):
+            if self._reconnect_error is not None:
+                raise self._reconnect_error
             raise errors.SessionError(f"the session is {self.state}")
         return self._engine.input.push(pcm, sample_rate)
 
@@ -735,27 +956,54 @@ class RealtimeSession:
                 self.dropped_events += 1
         self._queue.put_nowait(event)
 
-    def _on_transport_state(self, state: str, reason: str | None = None) -> None:
-        if state == "failed" and self.state == "connected":
-            self._set_state("failed", reason)
+    def _on_transport_state(self, generation: int, state: str, reason: str | None = None) -> None:
+        if generation != self._live_generation or state != "failed":
+            return  # a call being opened reports through connect(); a retired one not at all
+        if self.state in ("connected", "reconnecting"):
+            self._call_lost(reason or "the call was lost")
 
-    def _on_message(self, text: str) -> None:
+    def _on_message(self, generation: int, text: str) -> None:
+        restoring = generation == self._restoring_generation
+        if generation != self._live_generation and not restoring:
+            self._resilience["stale_events"] += 1
+            return
         event = self._codec.decode(text)
         try:
-            self._handle(event)
+            self._handle(event, live=not restoring)
         except Exception:  # a bug in a handler must not kill the transport callback
             logger.exception("handling %s failed", event.type)
-        self._enqueue(event)
+        # What a call being restored says (session.created, the replayed items coming back) is
+        # the session's business; only its errors reach the application.
+        if not restoring or event.type == "error":
+            self._enqueue(event)
 
-    def _handle(self, event: events.ServerEvent) -> None:
+    def _handle(self, event: events.ServerEvent, *, live: bool = True) -> None:
+        """Bookkeeping for one server event. ``live``: from the call carrying the session (not
+        from one being restored, which only adds to the history and the session's identity)."""
         t = event.type
+        self._history.observe(t, event.data)
+        if live:
+            self._qoe.on_event(event)
+        if not live:
+            if isinstance(event, events.SessionEvent):  # the new call's, from the switch on
+                self._next_session.append((event, time.time()))
+            return
         if isinstance(event, events.SessionEvent):
-            self.session_info = event.session
-            self.session_id = event.session_id or self.session_id
-        elif t == "response.created":
+            self._apply_session_event(event, time.time())
+            return
+        if t == "response.created":
             self._response_active = True
+            response = event.get("response") or {}
+            self._response_id = response.get("id") if isinstance(response, dict) else None
         elif t == "response.done":
             self._response_active = False
+            self._response_id = None
+        elif t == "input_audio_buffer.speech_stopped":
+            self._user_speaking = False
+        elif t == "error":
+            err = event.get("error") or {}
+            if isinstance(err, dict) and err.get("code") == "session_expired":
+                self._session_expired(str(err.get("message") or "session_expired"))
         elif t == "response.output_item.added":
             item = event.get("item") or {}
             if item.get("type") == "message" and item.get("role") == "assistant":
@@ -766,6 +1014,7 @@ class RealtimeSession:
         elif t in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
             self._audio_playing = False
         elif isinstance(event, events.SpeechStarted):
+            self._user_speaking = True
             if self._barge_in and self._audio_item_id and self._assistant_audible():
                 self._interrupt()
         elif isinstance(event, events.FunctionCallArgumentsDone):
@@ -794,6 +1043,7 @@ class RealtimeSession:
         received = self._transport.audio_received_ms(item_id)
         if received is not None:
             played_ms = min(played_ms, received)  # never more than was received
+        self._history.note_audio_ms(item_id, received)
         self._engine.downlink.flush()
         self._barge_ins += 1
         self._audio_playing = False
@@ -859,6 +1109,364 @@ class RealtimeSession:
     def tools(self) -> list[dict[str, Any]]:
         return [t.schema() for t in self._tools.values()]
 
+    # ------------------------------------------------------------------ surviving a lost call
+
+    def _loss_kind(self, transport: Transport, reason: str) -> resilience.LossKind:
+        if transport.kind == "websocket":
+            code = getattr(transport, "close_code", None)
+            if code is not None or "closed the WebSocket" in reason:
+                return resilience.classify_close(code, getattr(transport, "close_reason", None))
+            return "retry"
+        if reason.startswith("peer connection closed"):
+            return "hangup"
+        return "retry"
+
+    def _call_lost(self, reason: str) -> None:
+        """The live call is gone (on the session's loop)."""
+        if self._replacing is not None and not self._replacing.done():
+            # It ended while its successor is being prepared (recycling, or a reconnect that
+            # had switched to a call that failed at once): the replacement carries on.
+            self._old_call_lost = True
+            self._call_down(reason)
+            return
+        kind = self._loss_kind(self._transport, reason)
+        replace = kind in ("retry", "hangup") and self._policy is not None
+        recycle = kind == "recycle" and (self._recycle or self._policy is not None)
+        if not (replace or recycle):
+            if kind == "hangup":
+                if self._closing is None:
+                    self._closing = asyncio.ensure_future(self._close_once(reason))
+            else:
+                self._set_state("failed", reason)
+            return
+        self._call_down(reason)
+        self._start_replacing(reason, recycle=recycle, make_before_break=False)
+
+    def _start_replacing(self, reason: str, *, recycle: bool, make_before_break: bool) -> None:
+        task = asyncio.ensure_future(
+            self._replace(reason, recycle=recycle, make_before_break=make_before_break)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._replacing = task
+
+    def _call_down(self, reason: str) -> None:
+        """No call carries the session: reconnecting from now on."""
+        if self.state != "reconnecting":
+            self._down_since = time.monotonic()
+            self._dropped_at_loss = int(self._engine.uplink.stats["frames_dropped"])
+        self._set_state("reconnecting", reason)
+        self._interrupt_response(reason)
+        self._retire(self._transport)
+
+    def _interrupt_response(self, reason: str) -> None:
+        """The call carrying a response is going: report it (it is not re-run) and stop its
+        audio."""
+        if self._response_active or self._audio_playing:
+            data = {
+                "type": INTERRUPTED_EVENT,
+                "response_id": self._response_id,
+                "item_id": self._audio_item_id,
+                "reason": reason,
+            }
+            self._resilience["responses_interrupted"] += 1
+            self._enqueue(events.ServerEvent(type=INTERRUPTED_EVENT, event_id=None, data=data))
+        self._response_active = self._audio_playing = self._user_speaking = False
+        self._audio_item_id = self._response_id = None
+        with contextlib.suppress(Exception):
+            self._engine.downlink.flush()
+
+    def _retire(self, transport: Transport) -> None:
+        """Stop ``transport`` carrying the session (gates closed, callbacks ignored) and close it
+        in the background; :meth:`_release` waits for that."""
+        generation = self._live_generation
+        gates = self._gates.pop(generation, None)
+        if gates is not None:
+            gates[0].is_open = gates[1].is_open = False
+        if generation == self._live_generation:
+            self._live_generation = 0
+        self._native.others.add(transport)
+
+        async def close() -> None:
+            try:
+                await transport.close()
+            finally:
+                self._native.others.discard(transport)
+
+        closer = asyncio.ensure_future(close())
+        self._closers.add(closer)
+        closer.add_done_callback(self._closers.discard)
+
+    async def _new_call(self) -> tuple[Transport, int]:
+        """Open one more call on the current engine with closed media gates; raises what the
+        attempt raised (the call is then closed)."""
+        generation = self._next_generation()
+        transport = self._make_transport(generation, is_open=False)
+        self._native.others.add(transport)
+        try:
+            key, multipart_session, hangup_key = await self._credentials()
+            self._restoring_generation = generation
+            await self._connect_transport(transport, key, multipart_session, hangup_key)
+        except BaseException:
+            self._forget_call(transport, generation)
+            await transport.close()
+            raise
+        return transport, generation
+
+    def _forget_call(self, transport: Transport, generation: int) -> None:
+        self._next_session.clear()
+        self._native.others.discard(transport)
+        self._gates.pop(generation, None)
+        if self._restoring_generation == generation:
+            self._restoring_generation = None
+
+    async def _send_direct(self, transport: Transport, event: Mapping[str, Any]) -> None:
+        wire = self._codec.prepare(event)
+        await transport.send_text(json.dumps(wire, separators=(",", ":"), allow_nan=False))
+        self._codec.note_sent()
+
+    async def _restore(
+        self, transport: Transport, skip: list[str] | None = None
+    ) -> tuple[list[str], int]:
+        """Replay the configuration (when it changed since the start) and the conversation into
+        a new call; the ids of the items replayed and how many were left out."""
+        if skip is None and self._config_changed:
+            config = {k: v for k, v in self._session_config.items() if k != "model"}
+            await self._send_direct(transport, events.session_update(config))
+        items, left_out = self._history.replay(
+            max_items=self._restore_max_items, max_chars=self._restore_max_chars, skip=skip or ()
+        )
+        for item in items:
+            await self._send_direct(transport, {"type": "conversation.item.create", "item": item})
+        return [str(item["id"]) for item in items], left_out
+
+    async def _open_restored(
+        self, *, immediate: bool
+    ) -> tuple[Transport, int, int, list[str], int]:
+        """Attempts per the policy until a new call is open and restored: (transport, generation,
+        attempts, ids restored, items left out). Raises the last error when they run out."""
+        policy = self._policy or ReconnectPolicy(attempts=1)
+        reminted = False
+        retry_after: float | None = None
+        last: BaseException | None = None
+        for attempt in range(1, policy.attempts + 1):
+            if attempt > 1 or not immediate:
+                await asyncio.sleep(policy.delay_s(attempt, retry_after_s=retry_after))
+            retry_after = None
+            while True:
+                self._resilience["attempts"] += 1
+                transport: Transport | None = None
+                try:
+                    transport, generation = await self._new_call()
+                    restored, left_out = await self._restore(transport)
+                    return transport, generation, attempt, restored, left_out
+                except errors.RtvoiceError as exc:
+                    last = exc
+                    self._resilience["failed_attempts"] += 1
+                    if transport is not None:  # opened, then the restore failed
+                        self._forget_call(transport, generation)
+                        await transport.close()
+                    decision = resilience.attempt_decision(
+                        exc, reminted=reminted, can_remint=self._can_remint()
+                    )
+                    logger.info("reconnect attempt %d failed (%s): %s", attempt, decision, exc)
+                    if decision == "remint":
+                        reminted = True
+                        self._remint()
+                        continue  # a fresh key at once, in the same attempt
+                    if decision == "fatal":
+                        raise
+                    if isinstance(exc, errors.APIStatusError):
+                        retry_after = exc.retry_after_s
+                    break
+        assert last is not None
+        raise last
+
+    async def _replace(self, reason: str, *, recycle: bool, make_before_break: bool) -> None:
+        """Open a new call, restore the conversation into it and switch the session to it.
+
+        Reconnecting (the old call is gone): with the policy's backoff. Recycling
+        (``make_before_break``: the old call still works): the new call is opened and restored
+        first, the switch waits for a turn boundary, and only then is the old call closed.
+        """
+        self._old_call_lost = not make_before_break
+        try:
+            while True:
+                try:
+                    transport, generation, attempts, restored, left_out = await self._open_restored(
+                        immediate=make_before_break and not self._old_call_lost
+                    )
+                except errors.RtvoiceError as exc:
+                    if not self._old_call_lost:
+                        # The old call goes on; if it ends, that loss reconnects.
+                        logger.warning("could not open the next call to recycle into: %s", exc)
+                        return
+                    self._give_up(reason, exc)
+                    return
+                if not self._old_call_lost:
+                    await self._wait_for_turn_boundary()
+                    logger.info("switching to the new call (%s)", reason)
+                    self._switching = True  # from here sends wait for the new call
+                    try:
+                        more, more_left = await self._restore(transport, skip=restored)
+                    except errors.RtvoiceError:
+                        self._forget_call(transport, generation)
+                        await transport.close()
+                        self._switching = False
+                        continue
+                    restored, left_out = restored + more, more_left
+                    if not self._old_call_lost:
+                        self._interrupt_response(reason)
+                        self._retire(self._transport)
+                if await self._switch_to(transport, generation):
+                    break
+                # The new call failed while the queued events were flushed: go again.
+                self._old_call_lost = True
+            self._report_replaced(reason, recycle, attempts, restored, left_out)
+        finally:
+            self._switching = False
+            self._replacing = None
+
+    async def _wait_for_turn_boundary(self) -> None:
+        _, deadline = self._recycle_window()
+        while not self._old_call_lost and time.time() < deadline:
+            audible = self._audio_item_id is not None and self._assistant_audible()
+            if not (self._response_active or self._user_speaking or audible):
+                return
+            await asyncio.sleep(0.05)
+
+    def _trim_queued_audio(self) -> None:
+        """Of the input that waited for the new call, keep the last ``reconnect_audio_s``."""
+        uplink = self._engine.uplink
+        stats = uplink.stats
+        dropped = int(stats["frames_dropped"]) - getattr(self, "_dropped_at_loss", 0)
+        pending = int(stats["pending_input_frames"])
+        excess = pending - int(self._reconnect_audio_s * uplink.input_rate)
+        if excess > 0:
+            uplink.take_input(excess)
+            dropped += excess
+        self._resilience["audio_dropped_ms"] += max(dropped, 0) * 1000.0 / uplink.input_rate
+
+    async def _switch_to(self, transport: Transport, generation: int) -> bool:
+        """Make ``transport`` the session's call: audio gates open, queued events sent. False
+        when it failed while they were being sent (they stay queued)."""
+        if self._old_call_lost:
+            self._trim_queued_audio()
+        up, down = self._gates[generation]
+        up.is_open = down.is_open = True
+        self._transport = transport
+        self._live_generation = generation
+        self._restoring_generation = None
+        for session_event, received in self._next_session:
+            self._apply_session_event(session_event, received)
+        self._next_session.clear()
+        self._native.others.discard(transport)
+        self._native.transport = transport
+        flushed = 0
+        while (queued := self._send_queue.peek()) is not None:
+            text, event = queued
+            try:
+                await transport.send_text(text)
+            except errors.RtvoiceError as exc:
+                logger.warning("the new call failed while queued events were sent: %s", exc)
+                self._call_down(f"the new call failed: {exc}")
+                return False
+            self._send_queue.pop()
+            self._codec.note_sent()
+            self._note_client_event(event)
+            flushed += 1
+        self._switching = False
+        self._resilience["events_flushed"] += flushed
+        return generation == self._live_generation
+
+    def _report_replaced(
+        self, reason: str, recycle: bool, attempts: int, restored: list[str], left_out: int
+    ) -> None:
+        was_down = self.state == "reconnecting"
+        downtime_ms = (time.monotonic() - self._down_since) * 1000.0 if was_down else 0.0
+        stats = self._resilience
+        stats["items_restored"] = len(restored)
+        stats["items_not_restored"] = left_out
+        if was_down:
+            stats["last_downtime_ms"] = downtime_ms
+            stats["total_downtime_ms"] += downtime_ms
+        data: dict[str, Any] = {
+            "reason": reason,
+            "attempts": attempts,
+            "downtime_ms": round(downtime_ms, 1),
+            "items_restored": len(restored),
+            "items_not_restored": left_out,
+            "session_id": self.session_id,
+        }
+        self._set_state("connected")
+        if recycle:
+            stats["recycles"] += 1
+            data.update(type=RECYCLED_EVENT, make_before_break=not was_down)
+            self._enqueue(events.ServerEvent(type=RECYCLED_EVENT, event_id=None, data=data))
+        else:
+            stats["reconnects"] += 1
+            data.update(type=RECONNECTED_EVENT, audio_dropped_ms=stats["audio_dropped_ms"])
+            self._enqueue(events.ServerEvent(type=RECONNECTED_EVENT, event_id=None, data=data))
+        self._schedule_recycle()
+
+    def _give_up(self, reason: str, exc: BaseException) -> None:
+        unsent = self._send_queue.drain_ids()
+        message = f"reconnecting failed ({reason}): {exc}"
+        if unsent:
+            message += f"; {len(unsent)} queued events were not sent"
+        self._reconnect_error = errors.ReconnectFailedError(message, unsent_event_ids=unsent)
+        self._set_state("failed", errors.redact(message), unsent_event_ids=list(unsent))
+
+    # ------------------------------------------------------------------ recycling
+
+    def _apply_session_event(self, event: events.SessionEvent, received: float) -> None:
+        self.session_info = event.session
+        self.session_id = event.session_id or self.session_id
+        if event.type == "session.created":
+            self._note_session_created(event.session, received)
+
+    def _note_session_created(self, session: Mapping[str, Any], received: float) -> None:
+        self._session_started = received
+        expires = session.get("expires_at")
+        self._expires_at = None
+        if isinstance(expires, (int, float)) and not isinstance(expires, bool):
+            self._expires_at = float(expires) if math.isfinite(expires) else None
+
+    def _recycle_window(self) -> tuple[float, float]:
+        """(when to start looking for a turn boundary, when to switch regardless), Unix time."""
+        started = self._session_started or time.time()
+        end = started + self._max_session_s
+        if self._expires_at is not None and started < self._expires_at < end:
+            end = self._expires_at
+        lead = min(self._recycle_before_s, (end - started) / 2)
+        return end - lead, end - min(1.0, lead / 4)
+
+    def _schedule_recycle(self) -> None:
+        if not self._recycle:
+            return
+        if self._recycle_timer is not None:
+            self._recycle_timer.cancel()
+        timer = asyncio.ensure_future(self._recycle_when_due(self._live_generation))
+        self._tasks.add(timer)
+        timer.add_done_callback(self._tasks.discard)
+        self._recycle_timer = timer
+
+    async def _recycle_when_due(self, generation: int) -> None:
+        start, _ = self._recycle_window()
+        await asyncio.sleep(max(start - time.time(), 0.0))
+        if generation != self._live_generation or self.state != "connected":
+            return
+        if self._replacing is None:
+            logger.info("recycling the session before its maximum duration")
+            self._start_replacing("max_session", recycle=True, make_before_break=True)
+
+    def _session_expired(self, message: str) -> None:
+        """``session_expired`` on the live call: recycle now (the server is about to close)."""
+        if self._replacing is not None or self.state != "connected":
+            return
+        if self._recycle or self._policy is not None:
+            self._start_replacing(message, recycle=True, make_before_break=True)
+
     # ------------------------------------------------------------------ metrics
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -870,6 +1478,7 @@ class RealtimeSession:
         while True:
             try:
                 self._stats = await self._transport.get_stats()
+                self._qoe.on_stats(self._stats)
                 lost = self._stats.get("remote_fraction_lost")
                 if lost is not None:
                     # Tell the encoder how much loss the server sees, so FEC is sized for it.
@@ -915,7 +1524,26 @@ class RealtimeSession:
             media_errors=int(s.get("media_errors", 0)),
             tool_calls=self._tool_calls,
             barge_ins=self._barge_ins,
+            turns=self._qoe.turns,
+            resilience={
+                **self._resilience,
+                "history_items": len(self._history),
+                "history_dropped": self._history.dropped,
+                "queued_events": len(self._send_queue),
+                "queued_bytes": self._send_queue.bytes,
+            },
         )
+
+
+def _merge_config(base: dict[str, Any], update: Mapping[str, Any]) -> None:
+    """``session.update`` semantics on the kept configuration: nested objects are merged, other
+    values replaced."""
+    for key, value in update.items():
+        current = base.get(key)
+        if isinstance(value, Mapping) and isinstance(current, dict):
+            _merge_config(current, value)
+        else:
+            base[key] = json.loads(json.dumps(value)) if isinstance(value, (dict, list)) else value
 
 
 def connect(**kwargs: Any) -> RealtimeSession:

@@ -193,6 +193,7 @@ def test_a_vanished_server_fails_the_session_with_the_reason(transport: str) -> 
                 api_key=sim.api_key,
                 transport=transport,
                 dead_peer_timeout_s=2.0,
+                reconnect=False,
             ) as session,
         ):
             await asyncio.sleep(0.5)

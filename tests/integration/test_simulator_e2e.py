@@ -270,11 +270,11 @@ def test_close_leaves_no_thread_task_or_fd_behind(transport: str) -> None:
     asyncio.run(main())
 
 
-def test_losing_the_data_channel_mid_session_fails_the_session() -> None:
+def test_losing_the_data_channel_mid_session_fails_the_session_without_reconnect() -> None:
     async def main() -> None:
         async with Simulator() as sim:
             sim.faults.drop_channel_after_s = 0.5
-            session = rtvoice.connect(base_url=sim.base_url, api_key=sim.api_key)
+            session = rtvoice.connect(base_url=sim.base_url, api_key=sim.api_key, reconnect=False)
             states: list[str] = []
             async with session:
                 async for event in session:  # ends by itself once the session has failed

@@ -252,6 +252,8 @@ class Call:
     beta: bool = False
     channel: Any = None
     created_ns: int = field(default_factory=time.monotonic_ns)
+    #: time.monotonic_ns() when the call ended (0 while it runs).
+    ended_ns: int = 0
     client_events: list[dict[str, Any]] = field(default_factory=list)
     server_events: list[dict[str, Any]] = field(default_factory=list)
     received_packets: list[ReceivedPacket] = field(default_factory=list)
@@ -274,6 +276,8 @@ class Call:
     _appended: list[npt.NDArray[np.int16]] = field(default_factory=list)
     _pcm_rest: npt.NDArray[np.int16] = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
     ws_outbox: asyncio.Queue[str | bytes | None] | None = None
+    #: The close code and reason the WebSocket ends with when the call ends.
+    ws_close: tuple[int, str] = (1000, "")
     sidebands: list[asyncio.Queue[str | bytes | None]] = field(default_factory=list)
     _response: _Response | None = None
     _last_item_id: str | None = None
@@ -397,9 +401,12 @@ class Call:
         if self.closed:
             return
         self.closed = True
-        for task in list(self._tasks):
+        self.ended_ns = time.monotonic_ns()
+        # A task of the call may be what closes it (an expiry): it is not cancelled.
+        others = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in others:
             task.cancel()
-        for task in list(self._tasks):
+        for task in others:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self.pacer is not None:
@@ -449,13 +456,26 @@ class Call:
         if self.ws_outbox is not None:
             self.ws_outbox.put_nowait(None)
 
-    async def expire_session(self, minutes: int = 60, *, close_after_s: float = 0.2) -> None:
-        """Send ``error`` ``session_expired`` as the real server does at its maximum duration,
-        then end the call."""
-        self.send_error(
-            "session_expired", f"Your session hit the maximum duration of {minutes} minutes."
-        )
-        await asyncio.sleep(close_after_s)
+    async def expire_session(
+        self, minutes: int = 60, *, close_after_s: float = 0.2, how: str = "auto"
+    ) -> None:
+        """End the call at the session's maximum duration as the real server does: on a
+        WebSocket, close code 1001 with the reason "Your session hit the maximum duration of N
+        minutes." (``how="auto"`` or ``"close"``); otherwise (or ``how="error"``, as older
+        servers did) ``error`` ``session_expired``, then the call ends ``close_after_s`` later."""
+        message = f"Your session hit the maximum duration of {minutes} minutes."
+        if how not in ("auto", "close", "error"):
+            raise ValueError("how must be 'auto', 'close' or 'error'")
+        if how == "error" or (how == "auto" and not self.websocket):
+            self.send_error("session_expired", message)
+            await asyncio.sleep(close_after_s)
+        else:
+            self.ws_close = (1001, message)
+        await self.close()
+
+    async def hang_up(self) -> None:
+        """The server ends the call (WebRTC: the peer connection closes; WebSocket: close code
+        1000)."""
         await self.close()
 
     # ----------------------------------------------------------------------------- waiting

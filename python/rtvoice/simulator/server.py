@@ -61,6 +61,7 @@ class HttpFault:
     status: int
     body: Any = None
     times: int = 1
+    headers: dict[str, str] | None = None
 
 
 @dataclass
@@ -108,9 +109,17 @@ class Faults:
     def silent(self) -> bool:
         return time.monotonic() < self.silent_until
 
-    def fail_next(self, path_suffix: str, status: int, body: Any = None, times: int = 1) -> None:
-        """E.g. ``fail_next("/realtime/calls", 500)`` or ``fail_next("/client_secrets", 503)``."""
-        self.http.append(HttpFault(path_suffix, status, body, times))
+    def fail_next(
+        self,
+        path_suffix: str,
+        status: int,
+        body: Any = None,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """E.g. ``fail_next("/realtime/calls", 500)``, ``fail_next("/client_secrets", 503)`` or
+        ``fail_next("/realtime/calls", 429, headers={"Retry-After": "1"})``."""
+        self.http.append(HttpFault(path_suffix, status, body, times, headers))
 
     def take(self, path: str) -> HttpFault | None:
         for fault in self.http:
@@ -331,9 +340,13 @@ class Simulator:
         fault = self.faults.take(request.path)
         if fault is not None:
             if isinstance(fault.body, (dict, list)):
-                resp: web.StreamResponse = web.json_response(fault.body, status=fault.status)
+                resp: web.StreamResponse = web.json_response(
+                    fault.body, status=fault.status, headers=fault.headers
+                )
             else:
-                resp = web.Response(status=fault.status, text=fault.body or "")
+                resp = web.Response(
+                    status=fault.status, text=fault.body or "", headers=fault.headers
+                )
         else:
             try:
                 resp = await handler(request)
@@ -643,7 +656,7 @@ class Simulator:
                 sim=self,
                 id="ws_" + secrets.token_hex(16),
                 pc=None,
-                session=session,
+                session=self._new_session(session),
                 beta=wants_beta,
                 ws_outbox=outbox,
             )
@@ -655,12 +668,15 @@ class Simulator:
             async with self._new_call:
                 self._new_call.notify_all()
             call.announce()
+            if self.session_max_s is not None:
+                call._spawn(self._expire_later(call, self.session_max_s))
 
         async def writer() -> None:
             while True:
                 item = await outbox.get()
                 if item is None:
-                    await ws.close()
+                    code, reason = call.ws_close if call.ws_outbox is outbox else (1000, "")
+                    await ws.close(code=code, message=reason.encode())
                     return
                 await call.wait_until_audible()
                 if isinstance(item, bytes):
@@ -716,6 +732,7 @@ class Simulator:
             )
         if self.faults.answer_delay_s:
             await asyncio.sleep(self.faults.answer_delay_s)
+        session = self._new_session(session)
         call_id = "rtc_" + secrets.token_hex(16)
         pc = RTCPeerConnection(loopback_configuration())
         restrict_to_loopback(pc)
@@ -782,6 +799,12 @@ class Simulator:
             headers["Location"] = f"/v1/realtime/calls/{call_id}"
         return web.Response(status=201, body=answer.encode(), headers=headers)
 
+    def _new_session(self, session: dict[str, Any]) -> dict[str, Any]:
+        """Every call is a new session (a key minted once may open several): its own id, and
+        ``expires_at`` at the maximum session length (``session_max_s``, else 60 minutes)."""
+        length = self.session_max_s if self.session_max_s is not None else 3600.0
+        return {**session, "id": _id("sess"), "expires_at": int(self.now() + length)}
+
     def _ignores_stun_request(self, conn: Any, message: Any) -> bool:
         if self.faults.block_ice:
             return True
@@ -789,7 +812,8 @@ class Simulator:
 
     async def _expire_later(self, call: Call, after_s: float) -> None:
         await asyncio.sleep(after_s)
-        await call.expire_session(max(1, int(after_s // 60)))
+        if not call.closed:
+            await call.expire_session(max(1, int(after_s // 60)))
 
     def _after_channel(self, call: Call) -> None:
         async def inject() -> None:

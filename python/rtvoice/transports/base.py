@@ -21,6 +21,7 @@ from rtvoice.rtc.thread import RtcThread
 
 __all__ = [
     "ConnectTimings",
+    "MediaGate",
     "ThreadedTransport",
     "Transport",
     "TransportKind",
@@ -183,3 +184,56 @@ class ThreadedTransport:
         with contextlib.suppress(Exception):
             await rtc.run(self._close_on_rtc())
         await asyncio.get_running_loop().run_in_executor(None, rtc.stop)
+
+
+class MediaGate:
+    """Stands between a transport and the session's native uplink or downlink, so that two calls
+    can share one audio engine while only one of them carries the audio.
+
+    A session that opens a new call while the old one still runs (recycling) gives the new call
+    closed gates: its transport pulls no uplink packet and its received audio is dropped. At the
+    switch the old call's gates close and the new call's open. ``open`` is a plain attribute read
+    on the network thread; a packet in flight at the switch goes to the call that took it.
+    """
+
+    __slots__ = ("dropped", "is_open", "target")
+
+    def __init__(self, target: Any, *, is_open: bool = True) -> None:
+        self.target = target
+        self.is_open = is_open
+        # Packets or audio chunks offered while closed.
+        self.dropped = 0
+
+    # Uplink side (PacketSource / PcmUplink).
+    def pop_due(self, now_ns: int) -> tuple[bytes, int, int] | None:
+        if not self.is_open:
+            return None
+        result: tuple[bytes, int, int] | None = self.target.pop_due(now_ns)
+        return result
+
+    @property
+    def next_due_ns(self) -> int | None:
+        if not self.is_open:
+            return None
+        due: int | None = self.target.next_due_ns
+        return due
+
+    def set_packet_loss_perc(self, percent: int) -> None:
+        setter = getattr(self.target, "set_packet_loss_perc", None)
+        if setter is not None:
+            setter(percent)
+
+    # Downlink side (RtpSink / PcmDownlink).
+    def push_rtp(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> bool | None:
+        if not self.is_open:
+            self.dropped += 1
+            return False
+        result: bool | None = self.target.push_rtp(seq, timestamp, payload, arrival_ns)
+        return result
+
+    def push_pcm(self, pcm: Any) -> int:
+        if not self.is_open:
+            self.dropped += 1
+            return 0
+        pushed: int = self.target.push_pcm(pcm)
+        return pushed

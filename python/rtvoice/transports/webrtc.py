@@ -67,6 +67,10 @@ OPUS_FMTP = {"minptime": 10, "useinbandfec": 1}
 WATCHDOG_INTERVAL_S = 0.5
 
 
+# How long a closed data channel waits for the peer connection to report that it closed too.
+CHANNEL_CLOSE_GRACE_S = 0.25
+
+
 @dataclass
 class _Pending:
     connected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -374,7 +378,11 @@ class WebRTCTransport(ThreadedTransport):
         def _on_close() -> None:
             pending.failure = pending.failure or "data channel closed"
             pending.failed.set()
-            self._to_app(self._lost, "data channel closed")
+            # A server that hangs up closes the channel a moment before the peer connection;
+            # the connection's own report ("peer connection closed") wins when it comes.
+            asyncio.get_running_loop().call_later(
+                CHANNEL_CLOSE_GRACE_S, self._to_app, self._lost, "data channel closed"
+            )
 
         @channel.on("message")
         def _on_message(message: str | bytes) -> None:
@@ -496,6 +504,7 @@ class WebRTCTransport(ThreadedTransport):
                 location = resp.headers.get("Location")
                 content_type = resp.headers.get("Content-Type", "")
                 request_id = resp.headers.get("x-request-id")
+                response_headers = dict(resp.headers)
         except TimeoutError as exc:
             raise errors.TimeoutError(
                 f"POST {path} timed out after {self._http_timeout_s:g} s"
@@ -508,7 +517,11 @@ class WebRTCTransport(ThreadedTransport):
             with contextlib.suppress(ValueError):
                 decoded = json.loads(body)
             raise errors.error_from_response(
-                status, decoded, request_id=request_id, context=f"POST {path}"
+                status,
+                decoded,
+                request_id=request_id,
+                context=f"POST {path}",
+                headers=response_headers,
             )
         answer = body.decode("utf-8", "replace")
         if not answer.lstrip().startswith("v=0"):

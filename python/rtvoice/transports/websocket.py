@@ -257,7 +257,10 @@ class WebSocketTransport(ThreadedTransport):
             )
         except aiohttp.WSServerHandshakeError as exc:
             raise errors.error_from_response(
-                exc.status, {"error": {"message": exc.message}}, context=f"GET {path}"
+                exc.status,
+                {"error": {"message": exc.message}},
+                context=f"GET {path}",
+                headers=dict(exc.headers) if exc.headers else None,
             ) from exc
         except TimeoutError as exc:
             raise errors.TimeoutError(

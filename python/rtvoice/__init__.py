@@ -21,6 +21,7 @@ from rtvoice._core import (
 )
 
 if TYPE_CHECKING:
+    from rtvoice.resilience import ReconnectPolicy
     from rtvoice.session import RealtimeSession, SessionMetrics, Tool, connect
 
 _LAZY = {
@@ -28,6 +29,7 @@ _LAZY = {
     "RealtimeSession": "rtvoice.session",
     "SessionMetrics": "rtvoice.session",
     "Tool": "rtvoice.session",
+    "ReconnectPolicy": "rtvoice.resilience",
 }
 
 
@@ -54,6 +56,7 @@ __all__ = [
     "OpusError",
     "PlayoutDriver",
     "RealtimeSession",
+    "ReconnectPolicy",
     "Resampler",
     "SessionMetrics",
     "Tool",

@@ -143,3 +143,38 @@ def test_mapping_returns_the_mapping_itself(value: Any) -> None:
 def test_mapping_refuses_anything_else_naming_that_a_mapping_is_expected(value: Any) -> None:
     with pytest.raises(TypeError, match=r"session must be a mapping \(e\.g\. a dict\), got"):
         _checks.mapping(value, "session")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"reconnect": "yes"}, TypeError, "reconnect must be True, False or a"),
+        ({"reconnect": 3}, TypeError, "reconnect must be"),
+        ({"reconnect_audio_s": -1}, ValueError, "reconnect_audio_s"),
+        ({"reconnect_audio_s": float("inf")}, ValueError, "reconnect_audio_s"),
+        ({"reconnect_queue_bytes": -5}, ValueError, "reconnect_queue_bytes"),
+        ({"reconnect_queue_bytes": 1.5}, TypeError, "reconnect_queue_bytes"),
+        ({"restore_max_items": -1}, ValueError, "restore_max_items"),
+        ({"restore_max_chars": "many"}, TypeError, "restore_max_chars"),
+        ({"recycle": "on"}, TypeError, "recycle must be a bool"),
+        ({"max_session_s": 0}, ValueError, "max_session_s"),
+        ({"recycle_before_s": -1}, ValueError, "recycle_before_s"),
+    ],
+)
+def test_session_resilience_arguments_are_checked_at_construction(
+    kwargs: dict[str, Any], exc: type[Exception], match: str
+) -> None:
+    import rtvoice
+
+    with pytest.raises(exc, match=match):
+        rtvoice.connect(base_url="http://127.0.0.1:9/v1", api_key="sk-test-0123456789", **kwargs)
+
+
+def test_a_reconnect_policy_is_accepted_and_exported() -> None:
+    import rtvoice
+
+    policy = rtvoice.ReconnectPolicy(attempts=2)
+    session = rtvoice.connect(
+        base_url="http://127.0.0.1:9/v1", api_key="sk-test-0123456789", reconnect=policy
+    )
+    assert session._policy is policy

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -119,6 +120,13 @@ def add_demo_parser(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no live status line")
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="PATH",
+        help="write a QoE report of the call: PATH.html (self-contained page) or PATH.png "
+        "(plots); needs matplotlib: pip install 'rtvoice[report]'",
+    )
     p.set_defaults(func=run_demo)
 
 
@@ -158,6 +166,36 @@ def _status_line(m: Any, playing: bool) -> str:
     )
 
 
+def _turn_summary(turn: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "latency_ms",
+        "server_ms",
+        "network_ms",
+        "jitter_buffer_ms",
+        "playout_ms",
+        "speech_stopped_ms",
+        "after_speech_stopped_ms",
+    )
+    out: dict[str, Any] = {"turn": int(turn["index"]) + 1}
+    for key in keys:
+        value = turn.get(key)
+        out[key] = None if value is None else round(float(value), 1)
+    return out
+
+
+def _turn_line(turn: dict[str, Any]) -> str:
+    """One measured turn: latency and its parts (see :mod:`rtvoice.qoe`)."""
+    t = _turn_summary(turn)
+    stopped = t["speech_stopped_ms"]
+    tail = f" (server speech_stopped +{stopped:.0f} ms)" if stopped is not None else ""
+    return (
+        f"turn {t['turn']}: {t['latency_ms']:.0f} ms from end of speech to reply heard = "
+        f"server {_fmt(t['server_ms'], digits=0)} + network {_fmt(t['network_ms'], digits=0)}"
+        f" + jitter buffer {_fmt(t['jitter_buffer_ms'], digits=0)}"
+        f" + playout {_fmt(t['playout_ms'], digits=0)} ms{tail}"
+    )
+
+
 def mouth_to_ear_ms(
     rtt_ms: float | None, uplink_queued_ms: float, jitter_buffer_ms: float
 ) -> float | None:
@@ -169,10 +207,16 @@ def mouth_to_ear_ms(
 
 
 async def _demo(args: argparse.Namespace) -> dict[str, Any]:
-    from rtvoice import errors
+    from rtvoice import errors, qoe
     from rtvoice.audio.sources import WavSource, write_wav
     from rtvoice.session import connect
 
+    report_path: Path | None = args.report
+    if report_path is not None:
+        if report_path.suffix.lower() not in (".html", ".htm", ".png"):
+            raise CliError(f"--report {report_path}: the report is a .html or .png file")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise CliError(f"--report needs matplotlib: {qoe.REPORT_EXTRA}")
     clip = args.input or bundled_clip()
     if not Path(clip).is_file():
         raise CliError(f"input clip not found: {clip}")
@@ -229,6 +273,9 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                 counts[event.type] = counts.get(event.type, 0) + 1
                 if event.type == "response.output_audio_transcript.done":
                     transcripts.append(str(event.get("transcript", "")))
+                if event.type == qoe.TURN_EVENT and live:
+                    end = "\n" if log.isatty() else ""
+                    print(f"{end}{_turn_line(event.data)}", file=log, flush=True)
                 if event.type in ("output_audio_buffer.stopped", "response.done"):
                     heard_reply = True
                 if event.type == "rtvoice.state_changed" and event.get("state") == "failed":
@@ -286,12 +333,14 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     played = session.read_audio()
     if args.output:
         write_wav(args.output, played, session.output_rate_hz)
+    turns = metrics.turns
+    median_turn = qoe.median_latency_ms(turns)
     queued_ms = float(np.median(uplink_samples)) if uplink_samples else 0.0
     jb_delay_ms = float(np.median(jb_delays)) if jb_delays else 0.0
     jb = metrics.jitter_buffer
     # Without received audio there is no jitter-buffer delay to measure, hence no figure.
     m2e = mouth_to_ear_ms(metrics.rtt_ms, queued_ms, jb_delay_ms) if jb_delays else None
-    return {
+    summary: dict[str, Any] = {
         "ok": True,
         "server": "simulator" if sim is not None else base_url,
         "call_id": session.transport.call_id,
@@ -314,11 +363,47 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         "jitter_buffer_delay_ms": round(jb_delay_ms, 1),
         "uplink_queue_ms": round(queued_ms, 1),
         "mouth_to_ear_ms": None if m2e is None else round(m2e, 1),
+        "turns": [_turn_summary(t) for t in turns],
+        "turn_latency_median_ms": None if median_turn is None else round(median_turn, 1),
+        "report": str(report_path) if report_path else None,
         "played_seconds": round(played.size / session.output_rate_hz, 2),
         "output": str(args.output) if args.output else None,
         "events": counts,
         "transcripts": transcripts,
     }
+    if report_path is not None:
+        settings = {
+            "server": summary["server"],
+            "transport": metrics.transport,
+            "transport fallback": metrics.transport_fallback,
+            "model": args.model,
+            "input clip": str(clip),
+            "simulator loss": args.loss if sim is not None else None,
+            "simulator jitter ms": args.jitter if sim is not None else None,
+            "simulator seed": args.seed if sim is not None else None,
+            "output rate Hz": session.output_rate_hz,
+        }
+        keys = (
+            "packets_sent",
+            "packets_received",
+            "loss_percent",
+            "rtt_ms",
+            "fec_recovered_frames",
+            "concealed_ms",
+            "tail_concealed_ms",
+            "jitter_buffer_delay_ms",
+            "turn_latency_median_ms",
+            "seconds",
+        )
+        qoe.write_report(
+            report_path,
+            qoe.recorder_of(session).report(
+                connect_ms=metrics.connect,
+                settings=settings,
+                summary={k: summary[k] for k in keys},
+            ),
+        )
+    return summary
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -357,6 +442,15 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"  mouth-to-ear      {_fmt(s['mouth_to_ear_ms'], ' ms')} "
         "(client path: uplink queue + RTT/2 + jitter buffer + 20 ms frame)"
     )
+    turns = s["turns"]
+    print(
+        f"  turns             {len(turns)}, median {_fmt(s['turn_latency_median_ms'], ' ms')} "
+        "from end of speech (as sent) to reply heard (as played)"
+    )
+    for t in turns:
+        print(f"    {_turn_line({**t, 'index': t['turn'] - 1})}")
+    if s["report"]:
+        print(f"  report            {s['report']}")
     print(
         f"  played            {s['played_seconds']} s"
         + (f" -> {s['output']}" if s["output"] else "")

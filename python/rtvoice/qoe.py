@@ -579,11 +579,11 @@ def plot_report(report: CallReport) -> bytes:
             ("concealed_ms", "concealed"),
             ("accelerated_ms", "accelerated"),
             ("expanded_ms", "expanded"),
-            ("tail_concealed_ms", "talkspurt fade-out"),
         ]
     ):
         ax.plot(*_series(pts, name), label=label, color=f"C{i + 4}")
     ax.set_ylabel("ms per point")
+    # The fade-out at the end of a talkspurt is not concealment: it is in the summary only.
     ax.set_title("concealment and time stretching")
     ax.legend(loc="upper right", fontsize=8)
     ax = axes[3]

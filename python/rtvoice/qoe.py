@@ -54,6 +54,7 @@ __all__ = [
     "median_latency_ms",
     "recorder_of",
     "write_report",
+    "write_session_report",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,9 @@ class Turn:
     """One measured turn (times in ns on the monotonic clock, parts in ms).
 
     ``latency_ms`` = ``server_ms`` + ``network_ms`` + ``jitter_buffer_ms`` + ``playout_ms``
-    (parts that are None count 0). ``speech_stopped_ms`` is from the end of the user's speech to
+    (parts that are None count 0: ``network_ms`` is None while no RTT was measured yet, RTCP's
+    first report taking a few seconds, and its share is then in ``server_ms``).
+    ``speech_stopped_ms`` is from the end of the user's speech to
     the arrival of the server's ``speech_stopped``; ``after_speech_stopped_ms`` from that arrival
     to the first played sample of the reply.
     """
@@ -689,6 +692,21 @@ def render_html(report: CallReport, png: bytes) -> str:
         ]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def write_session_report(
+    path: str | Path, session: Any, *, settings: Mapping[str, Any] | None = None
+) -> Path:
+    """The report of a session's call (its series, turns and connect breakdown, with
+    ``settings`` and the session's transport and output rate) written to ``path``."""
+    metrics = session.metrics
+    base = {"transport": metrics.transport, "output rate Hz": session.output_rate_hz}
+    return write_report(
+        path,
+        recorder_of(session).report(
+            connect_ms=metrics.connect, settings={**base, **(settings or {})}
+        ),
+    )
 
 
 def write_report(path: str | Path, report: CallReport) -> Path:

@@ -3,6 +3,7 @@ and the demo's turn lines."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -11,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import rtvoice
 from rtvoice import qoe
 from rtvoice.audio.sources import write_wav
 from rtvoice.cli import main
+from rtvoice.simulator import Simulator
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -64,6 +67,19 @@ def test_a_png_report_is_the_plots_alone(tmp_path: Path) -> None:
     report = qoe.CallReport(points=list(series.points), marks=[], turns=list(tracker.turns))
     out = qoe.write_report(tmp_path / "qoe.png", report)
     assert out.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_a_session_report_after_the_call(tmp_path: Path) -> None:
+    async def call() -> Path:
+        async with Simulator() as sim:
+            session = rtvoice.connect(base_url=sim.base_url, api_key=sim.api_key)
+            async with session:
+                await asyncio.sleep(1.2)  # two or three series points
+        return qoe.write_session_report(tmp_path / "qoe.html", session, settings={"k": "v"})
+
+    page = asyncio.run(call()).read_text(encoding="utf-8")
+    assert "<td>transport</td><td>webrtc</td>" in page
+    assert "<td>k</td><td>v</td>" in page
 
 
 def test_demo_refuses_a_report_it_cannot_write(capsys: pytest.CaptureFixture[str]) -> None:

@@ -93,7 +93,7 @@ def _level_dbfs(energy: float, samples: int) -> float | None:
 # --------------------------------------------------------------------------------- turns
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Turn:
     """One measured turn (times in ns on the monotonic clock, parts in ms).
 
@@ -239,7 +239,7 @@ def median_latency_ms(turns: Sequence[Turn | Mapping[str, Any]]) -> float | None
 # --------------------------------------------------------------------------------- series
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QoePoint:
     """One point of the series: current values and what happened since the previous point.
 
@@ -269,7 +269,7 @@ class QoePoint:
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mark:
     """An event on the series' time axis (turn boundaries, state changes)."""
 

@@ -48,6 +48,7 @@ decisions), ``await call.wait_for_client_event(type)``, ``await call.wait_for_se
 
 from rtvoice.simulator.call import Call, ReceivedPacket, Utterance
 from rtvoice.simulator.impair import Impairer, Impairment
+from rtvoice.simulator.live import LiveDelegation, LiveReply, LiveSession, LiveUtterance
 from rtvoice.simulator.pacer import RtpPacer, SentPacket
 from rtvoice.simulator.server import Faults, HttpFault, RequestRecord, Simulator
 
@@ -57,6 +58,10 @@ __all__ = [
     "HttpFault",
     "Impairer",
     "Impairment",
+    "LiveDelegation",
+    "LiveReply",
+    "LiveSession",
+    "LiveUtterance",
     "ReceivedPacket",
     "RequestRecord",
     "RtpPacer",

@@ -33,6 +33,8 @@ from rtvoice.rtc.loopback import (
 from rtvoice.rtc.raw_rtp import IdleAudioTrack, RawRtpSender
 from rtvoice.simulator.call import Call, _id, default_session, session_errors
 from rtvoice.simulator.impair import Impairment
+from rtvoice.simulator.live import LiveSession
+from rtvoice.simulator.live_server import LiveEndpoints
 from rtvoice.simulator.pacer import RtpPacer
 
 __all__ = ["Faults", "HttpFault", "RequestRecord", "Simulator"]
@@ -205,7 +207,13 @@ class Simulator:
         tool_arguments: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         session_max_s: float | None = None,
         ice_lite: bool = False,
+        api: str = "both",
+        delegate: Callable[[str], bool] | None = None,
+        fork_ready_after_s: float = 0.2,
+        live_usage_interval_s: float | None = 1.0,
     ) -> None:
+        if api not in ("realtime", "live", "both"):
+            raise ValueError("api must be 'realtime', 'live' or 'both'")
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the simulator only listens on loopback")
         if reply_audio not in ("echo", "synth"):
@@ -233,6 +241,13 @@ class Simulator:
         )
         self.session_max_s = session_max_s
         self.ice_lite = ice_lite
+        self.api = api
+        #: Live: whether an utterance is delegated (client delegation: never when None;
+        #: Responses delegation: whenever the session has function tools when None).
+        self.live_delegate = delegate
+        self.fork_ready_after_s = fork_ready_after_s
+        self.live_usage_interval_s = live_usage_interval_s
+        self.live = LiveEndpoints(self)
         self.faults = Faults()
         self.calls: dict[str, Call] = {}
         self.requests: list[RequestRecord] = []
@@ -264,12 +279,15 @@ class Simulator:
         if self._new_call is None:
             self._new_call = asyncio.Condition()
         app = web.Application(middlewares=[self._record_middleware], client_max_size=1 << 20)
-        app.router.add_post("/v1/realtime/client_secrets", self._client_secrets)
-        app.router.add_post("/v1/realtime/calls", self._calls)
-        app.router.add_post("/v1/realtime/calls/{call_id}/hangup", self._hangup)
-        app.router.add_post("/v1/realtime/sessions", self._beta_sessions)
-        app.router.add_post("/v1/realtime", self._beta_sdp)
-        app.router.add_get("/v1/realtime", self._websocket)
+        if self.api in ("realtime", "both"):
+            app.router.add_post("/v1/realtime/client_secrets", self._client_secrets)
+            app.router.add_post("/v1/realtime/calls", self._calls)
+            app.router.add_post("/v1/realtime/calls/{call_id}/hangup", self._hangup)
+            app.router.add_post("/v1/realtime/sessions", self._beta_sessions)
+            app.router.add_post("/v1/realtime", self._beta_sdp)
+            app.router.add_get("/v1/realtime", self._websocket)
+        if self.api in ("live", "both"):
+            self.live.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -284,6 +302,7 @@ class Simulator:
     async def stop(self) -> None:
         for call in list(self.calls.values()):
             await call.close()
+        await self.live.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -351,7 +370,8 @@ class Simulator:
             try:
                 resp = await handler(request)
             except web.HTTPException as exc:
-                resp = exc
+                # A plain response: returning the exception object is deprecated in aiohttp.
+                resp = web.Response(status=exc.status, reason=exc.reason, text=exc.text)
         self.requests.append(
             RequestRecord(
                 method=request.method,
@@ -842,6 +862,15 @@ class Simulator:
         call.pacer.start()
 
     # ------------------------------------------------------------------------- tests
+
+    @property
+    def live_sessions(self) -> dict[str, LiveSession]:
+        """Every Live session by id (open and closed; closed ones stay for forks)."""
+        return self.live.sessions
+
+    async def wait_for_live_session(self, timeout: float = 10.0, *, index: int = -1) -> LiveSession:
+        """The Live session at ``index`` of creation order, once ``session.started`` was sent."""
+        return await self.live.wait_for_session(timeout, index=index)
 
     @property
     def last_call(self) -> Call | None:

@@ -44,6 +44,57 @@ Records: ``sim.requests`` (:class:`RequestRecord`), ``sim.calls``; per :class:`C
 ``client_events``, ``server_events``, ``received_packets``, ``received_pcm()``, ``utterances``,
 ``played`` (PCM sent per response id), ``pacer.sent`` (:class:`SentPacket` with impairment
 decisions), ``await call.wait_for_client_event(type)``, ``await call.wait_for_server_event(type)``.
+
+The Live API (protocol-live.md) is served beside Realtime: ``Simulator(api="both")`` (default),
+``"live"`` or ``"realtime"`` (the other API's routes then answer 404). Standard key only
+(``ek_`` keys get 401). Live keywords: ``delegate(transcript) -> bool`` (whether an utterance is
+delegated; ``None``: never under client delegation, always when the session has function tools
+under Responses delegation), ``fork_ready_after_s=0.2`` (a closed stored session is forkable
+this long after it closed; until then ``409 session_not_finalized``), ``live_usage_interval_s=1.0``
+(``session.usage.updated``; ``None`` off), ``session_max_s`` (shared: ``expires_at``, then
+``session.closed`` ``expired``), and the shared ``transcribe``, ``reply_text``, ``reply_audio``,
+``tool_arguments``, ``vad_threshold_dbfs``, impairments and ``ice_lite``.
+
+Endpoints: ``POST /v1/live/sessions`` (JSON ``{"session": MediaSessionConfig, "transport":
+{"type": "webrtc", "sdp"}}`` -> 200 ``{"session": {"id": "live_..."}, "transport": {"type":
+"webrtc", "sdp": answer}}``; ``session.started`` on ``oai-events`` once it opens; audio on the
+RTP track as for Realtime calls); WebSocket ``GET /v1/live/sessions`` (no query; Bearer or
+``openai-insecure-api-key.<k>``; first frame ``session.start``, else ``error`` and close 1008;
+PCM16 16/24 kHz, G.711 refused with ``unsupported_audio_format``); forks ``POST
+/v1/live/sessions/{id}/fork`` (``{"transport", "session"?: {client, delegation, store}}``) and
+WebSocket ``/v1/live/sessions/{id}/fork`` (``session.start`` with a ForkSessionConfig, ``{}``
+inherits): refused with ``404 session_not_found``, ``400 session_not_stored``, ``409
+session_not_closed`` / ``session_not_finalized``, ``immutable_field_update`` for model,
+instructions, voice or input; the new session inherits the stored one's transcript.
+Validation errors: HTTP 400 / ``error`` events with ``code`` and dotted ``param``
+(``unknown_parameter``, ``missing_required_parameter``, ``invalid_type``, ``invalid_value``,
+``array_above_max_length``, ``token_limit_exceeded``; ``session.update`` outside ``delegation``
+(same type) and ``triggers``: ``immutable_field_update``; odd PCM: ``invalid_audio``; Responses
+events without Responses delegation: ``responses_delegation_required``; an early
+``response.create``: ``tool_output_missing``; decisions and fixtures: ``unsupported_by_simulator``).
+
+The script, on one ms timeline (the later of input audio read and time since start): an energy
+VAD over the input (silence while muted); at the end of an utterance
+``session.input_transcript.delta`` (word deltas over its ``start_ms``..``end_ms``), then either a
+reply (``session.output_transcript.delta`` deltas spread over the reply audio, which goes on the
+RTP track or as ``session.output_audio.delta`` in 100 ms chunks in the session's format, real
+time after a 200 ms lead), or a delegation: client (``session.delegation.created`` target
+``client``; ``session.commentary.append`` with its id -> ``session.commentary.appended`` and the
+content spoken), or Responses (``session.delegation.created`` with ``response_id``, then
+``response.event`` wrapping ``response.created``, ``response.output_item.added``,
+``response.function_call_arguments.delta``/``.done``, ``response.output_item.done``; after
+``response.item.create`` ``function_call_output`` + ``response.create``: ``response.completed``
+and the reply "The result is <output>."). Typed text (``response.item.create`` user message +
+``response.create``) gets ``response.created``/``output_item.done``/``completed`` and a spoken
+reply. Speech during a reply stops it. No done or turn events.
+
+Per :class:`LiveSession` (``sim.live_sessions[id]``, ``await sim.wait_for_live_session()``):
+faults ``await close_with(reason)`` (``expired``, ``content``, ``close_requested``: that
+``session.closed`` then close; ``connection_lost``: the primary drops without a word), ``vanish()``,
+``freeze(s)``, ``resume()``; records ``client_events``, ``server_events``, ``received_pcm()``,
+``utterances`` (:class:`LiveUtterance`), ``replies`` (:class:`LiveReply`), ``played``,
+``delegations`` (:class:`LiveDelegation`), ``conversation``, ``inherited``, ``transcript()``,
+``forked_from``, ``closed_reason``, ``pacer.sent``.
 """
 
 from rtvoice.simulator.call import Call, ReceivedPacket, Utterance

@@ -936,7 +936,16 @@ class LiveSession:
             )
             return
         handler = getattr(self, "_on_" + t.replace(".", "_"))
-        handler(ev, eid)
+        try:
+            handler(ev, eid)
+        except Exception:  # a simulator bug must not end the session silently
+            logger.exception("simulator: Live %s failed", t)
+            self.send_error(
+                "server_error",
+                f"The simulator failed to handle '{t}'.",
+                client_event_id=eid,
+                type="server_error",
+            )
 
     def _on_session_update(self, ev: dict[str, Any], eid: str | None) -> None:
         update = ev.get("session")

@@ -443,6 +443,14 @@ class LiveEndpoints:
                     client_event_id=eid,
                 )
         session_id = "live_" + secrets.token_hex(12)
+        if "session" not in start:
+            return await refuse(
+                "missing_required_parameter",
+                "Missing required parameter: 'session'.",
+                1008,
+                "session",
+                eid,
+            )
         if fork_of is None:
             config = start.get("session")
             problem = check_session_config(config, webrtc=False)

@@ -31,15 +31,40 @@ constexpr unsigned kInputOverflow = 0x2;
 constexpr unsigned kOutputUnderflow = 0x4;
 constexpr unsigned kOutputOverflow = 0x8;
 
-// Counters of a sound device's callbacks, kept at the edge where PortAudio reports them.
+std::int64_t steady_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Counters of a sound device's callbacks, kept at the edge where PortAudio reports them. Written
+// by the device's callback thread only; read from any thread.
 struct DeviceCounters {
   std::atomic<std::uint64_t> blocks{0};
   std::atomic<std::uint64_t> underflows{0};
   std::atomic<std::uint64_t> overflows{0};
-  void count(unsigned status, unsigned underflow, unsigned overflow) {
-    blocks.fetch_add(1, std::memory_order_relaxed);
+  // Callbacks that came more than 1.5 blocks after the one before, and the longest gap after
+  // the first kSettleBlocks (a stream's start is irregular): a device buffering less than that
+  // gap plays an underrun.
+  std::atomic<std::uint64_t> late_blocks{0};
+  std::atomic<std::int64_t> max_gap_ns{0};
+  std::int64_t last_ns = 0;
+  static constexpr std::uint64_t kSettleBlocks = 100;
+  void count(unsigned status, unsigned underflow, unsigned overflow, std::int64_t now_ns,
+             std::size_t frames, int rate_hz) {
+    const std::uint64_t n = blocks.fetch_add(1, std::memory_order_relaxed);
     if (status & underflow) underflows.fetch_add(1, std::memory_order_relaxed);
     if (status & overflow) overflows.fetch_add(1, std::memory_order_relaxed);
+    if (last_ns != 0) {
+      const std::int64_t gap = now_ns - last_ns;
+      const auto block_ns = static_cast<std::int64_t>(frames * 1000000000ull /
+                                                      static_cast<unsigned long long>(rate_hz));
+      if (2 * gap > 3 * block_ns) late_blocks.fetch_add(1, std::memory_order_relaxed);
+      if (n >= kSettleBlocks && gap > max_gap_ns.load(std::memory_order_relaxed)) {
+        max_gap_ns.store(gap, std::memory_order_relaxed);
+      }
+    }
+    last_ns = now_ns;
   }
 };
 
@@ -68,7 +93,9 @@ class PyUplink {
 
   // A sound device's input callback: push() plus PortAudio's status flags, counted.
   std::size_t push_from_device(const py::array& pcm, unsigned status) {
-    device_.count(status, kInputUnderflow, kInputOverflow);
+    const std::size_t frames = pcm.ndim() >= 1 ? static_cast<std::size_t>(pcm.shape(0)) : 0;
+    device_.count(status, kInputUnderflow, kInputOverflow, steady_now_ns(), frames,
+                  uplink_.config().input_rate_hz);
     return push(pcm);
   }
 
@@ -191,6 +218,8 @@ class PyUplink {
     d["device_blocks"] = device_.blocks.load(std::memory_order_relaxed);
     d["device_input_overflows"] = device_.overflows.load(std::memory_order_relaxed);
     d["device_input_underflows"] = device_.underflows.load(std::memory_order_relaxed);
+    d["device_late_blocks"] = device_.late_blocks.load(std::memory_order_relaxed);
+    d["device_max_gap_ms"] = static_cast<double>(device_.max_gap_ns.load()) / 1e6;
     return d;
   }
 
@@ -260,13 +289,12 @@ class PyDownlink {
   // A sound device's output callback: fills `out` from the downlink, timed by the steady clock
   // (the device is the playout clock), and counts PortAudio's status flags.
   void pull_into_device(const py::array& out, unsigned status) {
-    device_.count(status, kOutputUnderflow, kOutputOverflow);
+    const std::int64_t now_ns = steady_now_ns();
     if (!out.writeable()) throw py::value_error("out must be writeable");
     const std::size_t frames = check_audio<float>(out, downlink_.config().channels, "out");
     check_frames(frames);
-    const std::int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                    std::chrono::steady_clock::now().time_since_epoch())
-                                    .count();
+    device_.count(status, kOutputUnderflow, kOutputOverflow, now_ns, frames,
+                  downlink_.config().output_rate_hz);
     pull_raw(static_cast<float*>(const_cast<void*>(out.data())), frames, now_ns);
   }
 
@@ -286,6 +314,8 @@ class PyDownlink {
     d["device_blocks"] = device_.blocks.load(std::memory_order_relaxed);
     d["device_output_underflows"] = device_.underflows.load(std::memory_order_relaxed);
     d["device_output_overflows"] = device_.overflows.load(std::memory_order_relaxed);
+    d["device_late_blocks"] = device_.late_blocks.load(std::memory_order_relaxed);
+    d["device_max_gap_ms"] = static_cast<double>(device_.max_gap_ns.load()) / 1e6;
     d["voice_onsets"] = s.voice_onsets;
     // The onsets still held, oldest first, each with its index in the count.
     py::list onsets;

@@ -82,7 +82,7 @@ capture thread; standalone for offline use and benchmarks. ``process`` belongs t
 )doc")
       .def(py::init([](int sample_rate, const std::optional<std::string>& backend, bool aec,
                        bool noise_suppression, bool agc, bool high_pass, int speex_filter_ms,
-                       int stream_delay_ms) {
+                       int stream_delay_ms, int aec_suppression) {
              ProcessingConfig c;
              c.sample_rate_hz = sample_rate;
              c.backend = backend_or_default(backend);
@@ -92,12 +92,14 @@ capture thread; standalone for offline use and benchmarks. ``process`` belongs t
              c.high_pass = high_pass;
              c.speex_filter_ms = speex_filter_ms;
              c.stream_delay_ms = stream_delay_ms;
+             c.aec_suppression = aec_suppression;
              return std::make_unique<PyAudioProcessor>(c);
            }),
            py::arg("sample_rate") = 48000, py::kw_only(), py::arg("backend") = py::none(),
            py::arg("aec") = true, py::arg("noise_suppression") = true, py::arg("agc") = true,
            py::arg("high_pass") = true, py::arg("speex_filter_ms") = 400,
-           py::arg("stream_delay_ms") = 0)
+           py::arg("stream_delay_ms") = 0,
+           py::arg("aec_suppression") = ProcessingConfig{}.aec_suppression)
       .def("process", &PyAudioProcessor::process, py::arg("capture"),
            py::arg("render") = py::none(),
            "Processes whole 10 ms frames of capture audio against the far-end (render) frames "

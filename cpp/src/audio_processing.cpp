@@ -43,6 +43,10 @@ const ProcessingConfig& validated(const ProcessingConfig& c) {
     throw std::invalid_argument("speex_filter_ms must be between 20 and 2000, got " +
                                 std::to_string(c.speex_filter_ms));
   }
+  if (c.aec_suppression < 0 || c.aec_suppression > 2) {
+    throw std::invalid_argument("aec_suppression must be 0, 1 or 2, got " +
+                                std::to_string(c.aec_suppression));
+  }
   if (c.stream_delay_ms < 0 || c.stream_delay_ms > 1000) {
     throw std::invalid_argument("stream_delay_ms must be between 0 and 1000, got " +
                                 std::to_string(c.stream_delay_ms));
@@ -137,7 +141,8 @@ class WebRtcBackend final : public AudioProcessor::Backend {
     if (apm_->Initialize(pc) != webrtc::AudioProcessing::kNoError) {
       throw std::runtime_error("webrtc-audio-processing: Initialize failed");
     }
-    apm_->echo_cancellation()->set_suppression_level(webrtc::EchoCancellation::kHighSuppression);
+    apm_->echo_cancellation()->set_suppression_level(
+        static_cast<webrtc::EchoCancellation::SuppressionLevel>(c.aec_suppression));
     apm_->echo_cancellation()->enable_drift_compensation(false);
     apm_->echo_cancellation()->enable_metrics(true);
     apm_->echo_cancellation()->enable_delay_logging(true);
@@ -209,7 +214,7 @@ class SpeexBackend final : public AudioProcessor::Backend {
       throw std::runtime_error("speexdsp: state init failed");
     }
     speex_echo_ctl(echo_, SPEEX_ECHO_SET_SAMPLING_RATE, &rate);
-    int level = 24000;  // AGC target, about -3 dBFS peak
+    float level = 8000.0f;  // AGC target level (int16 scale); a float in floating-point builds
     speex_preprocess_ctl(pre_, SPEEX_PREPROCESS_SET_AGC_LEVEL, &level);
     int noise_db = -25;
     speex_preprocess_ctl(pre_, SPEEX_PREPROCESS_SET_NOISE_SUPPRESS, &noise_db);

@@ -420,6 +420,7 @@ class AudioProcessor(metaclass=_pybind11_type):
         high_pass: bool = True,
         speex_filter_ms: int = 400,
         stream_delay_ms: int = 0,
+        aec_suppression: int = 1,
     ) -> None: ...
     def process(
         self, capture: npt.NDArray[np.float32], render: npt.NDArray[np.float32] | None = None

@@ -34,6 +34,7 @@ __all__ = [
     "ConflictError",
     "ConnectionError",
     "InternalServerError",
+    "LiveSessionClosedError",
     "NotFoundError",
     "OpusError",
     "PermissionDeniedError",
@@ -49,6 +50,7 @@ __all__ = [
     "TimeoutError",
     "TransportError",
     "UnprocessableEntityError",
+    "UnsupportedError",
     "WebRTCUnavailableError",
     "error_from_event",
     "error_from_response",
@@ -201,6 +203,20 @@ class SessionError(RtvoiceError):
 class SendQueueFullError(SessionError):
     """:meth:`RealtimeSession.send` while the session is reconnecting, with the queue of events
     waiting for the new call full (``reconnect_queue_bytes``): this event was not queued."""
+
+
+class UnsupportedError(SessionError):
+    """An operation the session's API does not have (the Live API has no truncation, manual
+    commit or ``response.cancel``; Realtime has no mute): the message names what to do instead."""
+
+
+class LiveSessionClosedError(SessionError):
+    """The server closed a Live session for a reason that ends it (``content``: the safety
+    filter). ``reason`` is the ``session.closed`` reason."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ReconnectFailedError(SessionError):

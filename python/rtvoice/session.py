@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol, Self
 import numpy as np
 import numpy.typing as npt
 
-from rtvoice import _checks, auth, errors, events, qoe, resilience
+from rtvoice import _checks, auth, errors, events, live, qoe, resilience
 from rtvoice._core import Downlink, Uplink
 from rtvoice.audio.engine import AudioEngine, AudioOptions
 from rtvoice.resilience import ReconnectPolicy
@@ -66,6 +66,15 @@ SessionState = Literal["idle", "connecting", "connected", "reconnecting", "close
 STATE_EVENT = "rtvoice.state_changed"
 FALLBACK_EVENT = "rtvoice.transport_fallback"
 SINK_EVENT = "rtvoice.audio_sink_failing"
+# Live over WebSocket: the audio format of both directions (24 kHz PCM16, the downlink's).
+LIVE_WS_FORMAT = {"type": "audio/pcm", "rate": 24000}
+# What says which session a call carries (Realtime: created/updated; Live: started/updated).
+SESSION_EVENTS = frozenset({"session.created", "session.updated", "session.started"})
+# Live over WebSocket: how long the assistant's audio must have stopped arriving before user
+# speech flushes what is still buffered for playout.
+LIVE_BARGE_IN_GAP_S = 0.1
+# Live: refusals of a fork before a new session is started with the conversation instead.
+LIVE_FORK_TRIES = 3
 RECONNECTED_EVENT = "rtvoice.reconnected"
 RECYCLED_EVENT = "rtvoice.recycled"
 INTERRUPTED_EVENT = "rtvoice.response_interrupted"
@@ -137,6 +146,9 @@ class SessionMetrics:
     # Calls lost and replaced: reconnects, recycles, attempts, downtime, what was restored,
     # queued and dropped (see RealtimeSession).
     resilience: dict[str, Any] = field(default_factory=dict)
+    # Live API: the server's usage (seconds, context window), delegations, forks and new
+    # sessions that continued the conversation, the last session.closed reason.
+    live: dict[str, Any] = field(default_factory=dict)
     # Per-turn latency, the last turns of the call (rtvoice.qoe.Turn as dicts).
     turns: list[dict[str, Any]] = field(default_factory=list)
 
@@ -309,6 +321,10 @@ class RealtimeSession:
         recycle: bool = True,
         max_session_s: float = 3600.0,
         recycle_before_s: float = 120.0,
+        api: Literal["realtime", "live"] | None = None,
+        store: bool = False,
+        delegation_model: str = "gpt-5-mini",
+        on_delegation: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         if transport not in ("webrtc", "websocket", "auto"):
             raise ValueError(
@@ -373,13 +389,67 @@ class RealtimeSession:
         for t in tools or ():
             tool = _tool_from(t)
             self._tools[tool.name] = tool
-        self._session_config = self._build_session_config(session, instructions, voice)
+        if api is None:
+            api = "live" if live.is_live_model(model) else "realtime"
+        if api not in ("realtime", "live"):
+            raise ValueError(
+                f"api must be 'realtime', 'live' or None (from the model), not {api!r}"
+            )
+        self.api: Literal["realtime", "live"] = api
+        if not isinstance(store, bool):
+            raise TypeError(f"store must be a bool, not {type(store).__name__}")
+        if on_delegation is not None and not callable(on_delegation):
+            raise TypeError(f"on_delegation must be callable, not {type(on_delegation).__name__}")
+        self._store = store
+        self._on_delegation = on_delegation
+        if api == "live":
+            if api_version != "ga":
+                raise ValueError("the Live API has no beta interface: use api_version='ga'")
+            if self._secret.get_secret_value().startswith("ek_"):
+                raise errors.ConfigurationError(
+                    "the Live API has no ephemeral keys: sessions are created with the project "
+                    "(standard) key, on a server"
+                )
+            self._ephemeral = False
+            tools_schema = [
+                live.function_tool(t.name, t.description, t.parameters)
+                for t in self._tools.values()
+            ]
+            self._session_config = live.session_config(
+                model=model,
+                instructions=instructions,
+                voice=voice,
+                tools=tools_schema,
+                delegation_model=delegation_model,
+                store=store,
+                overrides=session,
+            )
+        else:
+            self._session_config = self._build_session_config(session, instructions, voice)
         self._codec = events.EventCodec(api_version)
         self._transport_choice: TransportChoice = transport
         self._ice_servers = list(ice_servers) if ice_servers is not None else None
         self._loopback_only = loopback_only
         self._audio_sink = audio_sink
         self._engine = self._make_engine("pcm16" if transport == "websocket" else "opus")
+        # Live: the session the next call forks (continuation of a stored session), the
+        # transcript that rebuilds a new session's input otherwise, and what the server reports.
+        self._fork_from: str | None = None
+        self._fork_refused = 0
+        self._forked = False
+        self._live_transcript = live.LiveTranscript()
+        self._live: dict[str, Any] = {
+            "usage": {},
+            "delegations": 0,
+            "forks": 0,
+            "rebuilt_sessions": 0,
+            "closed_reason": None,
+        }
+        self._live_tool_tasks: dict[str, int] = {}
+        # Live: whether the call being opened continues the session (its input is rebuilt), and
+        # (items, left out) of the last rebuild.
+        self._continuing = False
+        self._live_rebuilt: tuple[int, int] = (0, 0)
         # Every call gets a generation number; callbacks of calls that are no longer current
         # (or not yet) are told apart by it.
         self._generation = 0
@@ -420,7 +490,8 @@ class RealtimeSession:
         self._send_queue = resilience.SendQueue(queue_bytes)
         # QoE: per-turn latency and the call's time series (rtvoice.qoe).
         self._qoe = qoe.CallRecorder(self)
-        self._reconnect_error: errors.ReconnectFailedError | None = None
+        # Why the session failed, raised by send() and push_audio() from then on.
+        self._reconnect_error: errors.SessionError | None = None
         self._replacing: asyncio.Task[None] | None = None
         self._recycle_timer: asyncio.Task[None] | None = None
         self._switching = False
@@ -431,7 +502,7 @@ class RealtimeSession:
         self._session_started = 0.0  # time.time() of session.created of the current call
         self._expires_at: float | None = None
         # The session.created / session.updated of a call being restored, and when they came.
-        self._next_session: list[tuple[events.SessionEvent, float]] = []
+        self._next_session: list[tuple[events.ServerEvent, float]] = []
         self._closers: set[asyncio.Task[None]] = set()
         self._resilience: dict[str, Any] = {
             "reconnects": 0,
@@ -505,6 +576,8 @@ class RealtimeSession:
                 dead_peer_timeout_s=self._dead_peer_timeout_s,
                 on_message=on_message,
                 on_state=on_state,
+                api=self.api,
+                fork_of=self._fork_from,
             )
         return WebSocketTransport(
             base_url=self.base_url,
@@ -518,6 +591,8 @@ class RealtimeSession:
             dead_peer_timeout_s=self._dead_peer_timeout_s,
             on_message=on_message,
             on_state=on_state,
+            api=self.api,
+            fork_of=self._fork_from,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -652,6 +727,9 @@ class RealtimeSession:
         multipart_session: dict[str, Any] | None,
         hangup_key: str | None,
     ) -> None:
+        if self.api == "live":
+            await transport.connect(key=key, session=self._live_start_config(transport))
+            return
         if transport.session_delivery == "session.update":
             # A standard key carries no session: it goes as session.update after session.created.
             standard = not key.startswith("ek_")
@@ -855,15 +933,47 @@ class RealtimeSession:
                 self._history.add_local(item)
 
     async def update(self, session: Mapping[str, Any] | None = None, **fields: Any) -> str:
-        """``session.update`` with only the given fields (``voice=``, ``instructions=``, ...)."""
+        """``session.update`` with only the given fields (``voice=``, ``instructions=``, ...).
+
+        Live: only ``delegation`` (of the same type) and ``triggers`` can change after the
+        start; anything else is refused here with a ``ValueError``."""
+        if self.api == "live":
+            update = {**dict(session or {}), **fields}
+            fixed = sorted(set(update) - live.UPDATABLE_FIELDS)
+            if fixed:
+                raise ValueError(
+                    f"a Live session cannot change {', '.join(fixed)} after it started; "
+                    "session.update takes only delegation and triggers"
+                )
+            return await self.send({"type": "session.update", "session": update})
         return await self.send(events.session_update(session, **fields))
 
     async def create_response(self, **kwargs: Any) -> str:
         """``response.create`` (keywords as :func:`rtvoice.events.response_create`)."""
+        self._require_realtime(
+            "response.create for speech",
+            "the model decides when to speak (steer it with append_instructions())",
+        )
         return await self.send(events.response_create(**kwargs))
 
     async def send_text(self, text: str, *, respond: bool = True) -> str:
-        """Add a user text message; with ``respond`` also ask for a response."""
+        """Add a user text message; with ``respond`` also ask for a response.
+
+        Live: typed text goes to the delegated Responses model (``response.item.create`` +
+        ``response.create``), so it needs ``tools`` (Responses delegation); otherwise use
+        :meth:`append_instructions`."""
+        if self.api == "live":
+            if not self._live_delegates_to_responses():
+                raise errors.UnsupportedError(
+                    "the Live API takes typed text only through Responses delegation (give the "
+                    "session tools); use append_instructions() to add context instead"
+                )
+            if not isinstance(text, str) or not text:
+                raise ValueError("text must be a non-empty string")
+            event_id = await self.send(live.response_item_create(live.user_text_item(text)))
+            if respond:
+                await self.send(live.response_create())
+            return event_id
         event_id = await self.send(events.conversation_item_create_text(text))
         if respond:
             await self.create_response()
@@ -985,11 +1095,17 @@ class RealtimeSession:
         if live:
             self._qoe.on_event(event)
         if not live:
-            if isinstance(event, events.SessionEvent):  # the new call's, from the switch on
+            if t in SESSION_EVENTS:  # the new call's, from the switch on
                 self._next_session.append((event, time.time()))
+            elif self.api == "live":
+                self._live_transcript.observe(t, event.data)
             return
-        if isinstance(event, events.SessionEvent):
+        if t in SESSION_EVENTS:
             self._apply_session_event(event, time.time())
+            if self.api == "realtime":
+                return
+        if self.api == "live":
+            self._handle_live(event)
             return
         if t == "response.created":
             self._response_active = True
@@ -1061,6 +1177,12 @@ class RealtimeSession:
             logger.warning("could not send %s: %s", event.get("type"), exc)
 
     async def _run_tool(self, tool: Tool, call: events.FunctionCallArgumentsDone) -> None:
+        result = await self._tool_result(tool, call)
+        await self._send_quietly(events.function_call_output(call.call_id, result))
+        await self._send_quietly(events.response_create())
+
+    async def _tool_result(self, tool: Tool, call: events.FunctionCallArgumentsDone) -> Any:
+        """Run ``tool`` for ``call``; a failure becomes the output the model gets."""
         self._tool_calls += 1
         try:
             arguments = call.parsed_arguments()
@@ -1082,8 +1204,7 @@ class RealtimeSession:
         except Exception as exc:  # the model gets the failure as the tool's output
             logger.warning("tool %s raised %r", tool.name, exc)
             result = {"error": f"{type(exc).__name__}: {exc}"}
-        await self._send_quietly(events.function_call_output(call.call_id, result))
-        await self._send_quietly(events.response_create())
+        return result
 
     def register_tool(
         self,
@@ -1108,6 +1229,165 @@ class RealtimeSession:
     @property
     def tools(self) -> list[dict[str, Any]]:
         return [t.schema() for t in self._tools.values()]
+
+    # ------------------------------------------------------------------ the Live API
+
+    def _live_start_config(self, transport: Transport) -> dict[str, Any]:
+        """What a Live call starts with: the configuration (WebSocket: with its audio format),
+        plus, continuing without a fork, the conversation so far as ``input``; a fork inherits
+        everything and sends (almost) nothing."""
+        if self._fork_from is not None:
+            return (
+                {"audio": {"format": dict(LIVE_WS_FORMAT)}} if transport.kind == "websocket" else {}
+            )
+        cfg: dict[str, Any] = json.loads(json.dumps(self._session_config))
+        if transport.kind == "websocket":
+            cfg.setdefault("audio", {})["format"] = dict(LIVE_WS_FORMAT)
+        if self._continuing and len(self._live_transcript):
+            items, left_out = self._live_transcript.as_input()
+            cfg["input"] = list(cfg.get("input") or []) + items
+            self._live_rebuilt = (len(items), left_out)
+        return cfg
+
+    def _require_live(self, what: str) -> None:
+        if self.api != "live":
+            raise errors.UnsupportedError(f"{what} is a Live API feature (model='gpt-live-1')")
+
+    def _require_realtime(self, what: str, instead: str) -> None:
+        if self.api == "live":
+            raise errors.UnsupportedError(f"the Live API has no {what}; {instead}")
+
+    async def mute(self) -> str:
+        """Live: the server hears silence from now on (``session.input_audio.mute``); the input
+        keeps flowing, so the model's timeline stays continuous."""
+        self._require_live("mute()")
+        return await self.send(live.mute())
+
+    async def unmute(self) -> str:
+        self._require_live("unmute()")
+        return await self.send(live.unmute())
+
+    async def append_instructions(self, content: str, *, delegation_id: str | None = None) -> str:
+        """Live: ``session.instructions.append`` (at most 500 tokens)."""
+        self._require_live("append_instructions()")
+        return await self.send(live.instructions_append(content, delegation_id))
+
+    async def append_thinking(self, content: str, *, delegation_id: str | None = None) -> str:
+        """Live: ``session.thinking.append`` (silent context, e.g. progress of a delegation)."""
+        self._require_live("append_thinking()")
+        return await self.send(live.thinking_append(content, delegation_id))
+
+    async def append_commentary(self, content: str, *, delegation_id: str | None = None) -> str:
+        """Live: ``session.commentary.append`` (speakable; the answer to a client delegation)."""
+        self._require_live("append_commentary()")
+        return await self.send(live.commentary_append(content, delegation_id))
+
+    def _live_delegates_to_responses(self) -> bool:
+        delegation = self._session_config.get("delegation")
+        return isinstance(delegation, dict) and delegation.get("type") == "responses"
+
+    def _handle_live(self, event: events.ServerEvent) -> None:
+        t = event.type
+        self._live_transcript.observe(t, event.data)
+        if t == "session.usage.updated":
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                self._live["usage"] = usage
+        elif t == "session.closed":
+            self._live_session_closed(str(event.get("reason") or ""))
+        elif t == "session.output_transcript.delta":
+            self._response_active = True
+        elif t == "session.input_transcript.delta":
+            self._live_barge_in()
+        elif t == "session.delegation.created":
+            self._live["delegations"] += 1
+            delegation = event.get("delegation") or {}
+            if isinstance(delegation, dict) and delegation.get("target") == "client":
+                self._spawn(self._run_client_delegation(dict(event.data)))
+        elif t == "response.event":
+            nested = event.get("event") or {}
+            if isinstance(nested, dict) and nested.get("type") == "response.output_item.done":
+                item = nested.get("item") or {}
+                if isinstance(item, dict) and item.get("type") == "function_call":
+                    self._start_live_tool(item, event.get("delegation_id"))
+
+    def _live_barge_in(self) -> None:
+        """WebSocket, which has no server-side playout: the user speaks while the assistant's
+        audio still plays here. The model stops itself; when its audio has stopped arriving for
+        ``LIVE_BARGE_IN_GAP_S``, what is still buffered is flushed (it would talk over the user)."""
+        last_audio_ns = int(getattr(self._transport, "last_audio_delta_ns", 0))
+        if self._transport.server_output_buffer or not last_audio_ns:
+            return
+        downlink = self._engine.downlink
+        buffered = int(downlink.stats.get("pcm_buffered_samples", 0))
+        quiet_ns = time.monotonic_ns() - last_audio_ns
+        if buffered > 0 and quiet_ns >= LIVE_BARGE_IN_GAP_S * 1e9:
+            downlink.flush()
+            self._barge_ins += 1
+
+    def _live_session_closed(self, reason: str) -> None:
+        self._live["closed_reason"] = reason
+        if self._close_requested or self._closing is not None:
+            return
+        outcome = live.CLOSE_OUTCOMES.get(reason, "continue")
+        if outcome == "closed":
+            self._closing = asyncio.ensure_future(self._close_once(f"session closed: {reason}"))
+        elif outcome == "failed":
+            self._reconnect_error = errors.LiveSessionClosedError(
+                f"the Live session was closed by the server: {reason}", reason=reason
+            )
+            self._set_state("failed", f"session closed: {reason}")
+        elif self.state == "connected":
+            self._call_lost(f"session closed: {reason}")
+
+    def _start_live_tool(self, item: dict[str, Any], delegation_id: Any) -> None:
+        tool = self._tools.get(str(item.get("name")))
+        call_id = item.get("call_id")
+        if tool is None or not isinstance(call_id, str):
+            logger.warning("delegated call to an unknown tool %r", item.get("name"))
+            return
+        key = str(delegation_id or "")
+        self._live_tool_tasks[key] = self._live_tool_tasks.get(key, 0) + 1
+        self._spawn(self._run_live_tool(tool, call_id, str(item.get("arguments") or "{}"), key))
+
+    async def _run_live_tool(self, tool: Tool, call_id: str, arguments: str, key: str) -> None:
+        """A function call of a delegated response: run it, send its output, and once no other
+        call of that delegation is running, continue the response."""
+        call = events.FunctionCallArgumentsDone(
+            type="response.function_call_arguments.done",
+            event_id=None,
+            data={"call_id": call_id, "name": tool.name, "arguments": arguments},
+            call_id=call_id,
+            name=tool.name,
+            arguments=arguments,
+        )
+        result = await self._tool_result(tool, call)
+        output = result if isinstance(result, str) else json.dumps(result)
+        try:
+            item = live.function_call_output_item(call_id, output)
+            await self._send_quietly(live.response_item_create(item))
+        finally:
+            self._live_tool_tasks[key] -= 1
+            if self._live_tool_tasks[key] == 0:
+                del self._live_tool_tasks[key]
+                await self._send_quietly(live.response_create())
+
+    async def _run_client_delegation(self, data: dict[str, Any]) -> None:
+        callback = self._on_delegation
+        delegation = data.get("delegation") or {}
+        delegation_id = delegation.get("id") if isinstance(delegation, dict) else None
+        if callback is None or not isinstance(delegation_id, str):
+            return
+        notice = {**data, "transcript": self._live_transcript.messages()}
+        try:
+            answer = callback(notice)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except Exception as exc:  # the app's callback: logged, the session goes on
+            logger.warning("on_delegation raised %r", exc)
+            return
+        if isinstance(answer, str) and answer:
+            await self._send_quietly(live.commentary_append(answer, delegation_id))
 
     # ------------------------------------------------------------------ surviving a lost call
 
@@ -1148,10 +1428,21 @@ class RealtimeSession:
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_weak_method(self._forget_replacing))
         self._replacing = task
+
+    def _forget_replacing(self, task: asyncio.Task[None]) -> None:
+        if self._replacing is task:
+            self._replacing = None
 
     def _call_down(self, reason: str) -> None:
         """No call carries the session: reconnecting from now on."""
+        if self.api == "live":
+            # A stored session continues as a fork of itself; otherwise a new session starts
+            # with the conversation so far as its input.
+            self._continuing = True
+            self._fork_from = self.session_id if self._store else None
+            self._fork_refused = 0
         if self.state != "reconnecting":
             self._down_since = time.monotonic()
             self._dropped_at_loss = int(self._engine.uplink.stats["frames_dropped"])
@@ -1230,6 +1521,9 @@ class RealtimeSession:
     ) -> tuple[list[str], int]:
         """Replay the configuration (when it changed since the start) and the conversation into
         a new call; the ids of the items replayed and how many were left out."""
+        if self.api == "live":
+            # A fork holds the conversation; a new session got it as its input at the start.
+            return [], 0
         if skip is None and self._config_changed:
             config = {k: v for k, v in self._session_config.items() if k != "model"}
             await self._send_direct(transport, events.session_update(config))
@@ -1269,6 +1563,8 @@ class RealtimeSession:
                     decision = resilience.attempt_decision(
                         exc, reminted=reminted, can_remint=self._can_remint()
                     )
+                    if self._fork_refused_now(exc):
+                        decision = "retry"
                     logger.info("reconnect attempt %d failed (%s): %s", attempt, decision, exc)
                     if decision == "remint":
                         reminted = True
@@ -1335,6 +1631,22 @@ class RealtimeSession:
                 return
             await asyncio.sleep(0.05)
 
+    def _fork_refused_now(self, exc: BaseException) -> bool:
+        """Live: the fork was refused (the old session is not closed and finalized yet, or
+        cannot be forked): try again, and after ``LIVE_FORK_TRIES`` refusals start a new session
+        with the conversation as its input instead."""
+        if self.api != "live" or self._fork_from is None:
+            return False
+        if not isinstance(exc, errors.APIStatusError) or exc.status in (401, 429):
+            return False
+        if exc.status >= 500:
+            return False
+        self._fork_refused += 1
+        if self._fork_refused >= LIVE_FORK_TRIES:
+            logger.warning("the Live session cannot be forked (%s); starting a new one", exc)
+            self._fork_from = None
+        return True
+
     def _trim_queued_audio(self) -> None:
         """Of the input that waited for the new call, keep the last ``reconnect_audio_s``."""
         uplink = self._engine.uplink
@@ -1398,6 +1710,16 @@ class RealtimeSession:
             "items_not_restored": left_out,
             "session_id": self.session_id,
         }
+        if self.api == "live":
+            forked = self._fork_from is not None
+            data["forked"] = forked
+            if forked:
+                self._live["forks"] += 1
+            else:
+                self._live["rebuilt_sessions"] += 1
+                data["items_restored"], data["items_not_restored"] = self._live_rebuilt
+                stats["items_restored"], stats["items_not_restored"] = self._live_rebuilt
+            self._fork_from = None
         self._set_state("connected")
         if recycle:
             stats["recycles"] += 1
@@ -1419,11 +1741,15 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------ recycling
 
-    def _apply_session_event(self, event: events.SessionEvent, received: float) -> None:
-        self.session_info = event.session
-        self.session_id = event.session_id or self.session_id
-        if event.type == "session.created":
-            self._note_session_created(event.session, received)
+    def _apply_session_event(self, event: events.ServerEvent, received: float) -> None:
+        session = event.get("session")
+        if not isinstance(session, dict):
+            return
+        self.session_info = session
+        session_id = session.get("id")
+        self.session_id = session_id if isinstance(session_id, str) else self.session_id
+        if event.type in ("session.created", "session.started"):
+            self._note_session_created(session, received)
 
     def _note_session_created(self, session: Mapping[str, Any], received: float) -> None:
         self._session_started = received
@@ -1442,14 +1768,23 @@ class RealtimeSession:
         return end - lead, end - min(1.0, lead / 4)
 
     def _schedule_recycle(self) -> None:
-        if not self._recycle:
+        # Live: a session is continued by forking it once it closed (expired), so there is no
+        # make-before-break recycling.
+        if not self._recycle or self.api == "live":
             return
         if self._recycle_timer is not None:
             self._recycle_timer.cancel()
         timer = asyncio.ensure_future(self._recycle_when_due(self._live_generation))
         self._tasks.add(timer)
         timer.add_done_callback(self._tasks.discard)
+        # Forgotten once done: a cancelled task keeps its coroutine's frame (and this session)
+        # alive through its CancelledError, which would make the session a garbage cycle.
+        timer.add_done_callback(_weak_method(self._forget_recycle_timer))
         self._recycle_timer = timer
+
+    def _forget_recycle_timer(self, task: asyncio.Task[None]) -> None:
+        if self._recycle_timer is task:
+            self._recycle_timer = None
 
     async def _recycle_when_due(self, generation: int) -> None:
         start, _ = self._recycle_window()
@@ -1525,6 +1860,7 @@ class RealtimeSession:
             tool_calls=self._tool_calls,
             barge_ins=self._barge_ins,
             turns=self._qoe.turns,
+            live=dict(self._live) if self.api == "live" else {},
             resilience={
                 **self._resilience,
                 "history_items": len(self._history),

@@ -631,3 +631,29 @@ def test_malformed_and_oversized_server_events_are_counted_and_the_session_goes_
             await rec.stop()
 
     run(main)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_close_while_reconnecting_ends_at_once_and_leaves_nothing(transport: str) -> None:
+    async def main() -> None:
+        async with Simulator() as sim:
+            session = session_for(sim, transport)
+            await session.open()
+            rec = Recorder(session)
+            call = sim.last_call
+            assert call is not None
+            # Every attempt is refused, slowly enough that close() comes mid-attempt.
+            sim.faults.fail_next("/realtime/calls", 503, "down", times=100)
+            sim.faults.fail_next("/realtime", 503, "down", times=100)
+            await call.hang_up()
+            await rec.wait_for("rtvoice.state_changed", state="reconnecting")
+            queued = await session.send_text("never sent", respond=False)
+            assert queued
+            start = time.monotonic()
+            await session.close()
+            assert time.monotonic() - start < 5.0
+            assert session.state == "closed"
+            await asyncio.wait_for(rec.task, 5)
+            assert rec.states()[-1] == "closed"
+
+    run(main)

@@ -5,6 +5,7 @@ pulse plugin, against the simulator."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -203,3 +204,33 @@ def test_a_device_that_disappears_mid_call_is_a_clear_error(
     assert proc.returncode == 1, err
     assert "disappeared during the call" in err
     assert MIC in err or SPEAKER in err
+
+
+def test_ctrl_c_hangs_up_cleanly(
+    pulse: PulseServer, simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    cmd = talk_command(simulator, tmp_path / "key", "--seconds", "30", "--quiet", "--json")
+    proc = subprocess.Popen(
+        cmd, env=pulse.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not simulator.calls() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "(interrupted)" in err
+    assert "Traceback" not in err
+    summary = json.loads(out)
+    assert summary["interrupted"] is True
+    assert summary["seconds"] < 20
+    # The call was hung up, not left to time out at the server.
+    deadline = time.monotonic() + 5
+    while not simulator.calls()[0].closed and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert simulator.calls()[0].closed

@@ -207,3 +207,15 @@ def test_without_processing_the_capture_path_is_unchanged() -> None:
     a.push(pcm)
     b.push(pcm)
     assert a.take_input(10**6).tobytes() == b.take_input(10**6).tobytes()
+
+
+def test_audio_options_turn_processing_on_for_the_engines_that_support_it() -> None:
+    from rtvoice.audio.engine import AudioEngine, AudioOptions
+
+    options = AudioOptions(voice_processing=VoiceProcessing(agc=False))
+    opus = AudioEngine("opus", options)
+    stats = opus.stats()["uplink"]["processing"]
+    assert (stats["aec"], stats["agc"]) == (True, False)
+    pcm = AudioEngine("pcm16", options)  # 24 kHz: not a processing rate, runs without
+    assert "processing" not in pcm.stats()["uplink"]
+    assert "processing" not in AudioEngine("opus", AudioOptions()).stats()["uplink"]

@@ -32,6 +32,9 @@ struct ProcessingConfig {
   bool noise_suppression = true;
   bool agc = true;
   bool high_pass = true;
+  // WebRTC only: the echo suppressor's aggressiveness, 0 (low) to 2 (high); higher removes more
+  // residual echo and more of the near end in double-talk.
+  int aec_suppression = 1;
   // SpeexDSP only: the echo tail its adaptive filter covers (bulk delay included, as MDF has no
   // delay estimator).
   int speex_filter_ms = 400;

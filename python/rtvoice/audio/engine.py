@@ -48,6 +48,8 @@ Mode = Literal["opus", "pcm16"]
 # Rates the native resampler converts between (any pair).
 SUPPORTED_RATES_HZ = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 FRAME_MS = 20
+# Rates the voice processing (rtvoice.AudioProcessor) runs at.
+PROCESSING_RATES_HZ = (8000, 16000, 32000, 48000)
 # The transport rate of each uplink mode.
 _TRANSPORT_RATE_HZ = {"opus": 48000, "pcm16": 24000}
 # A sink that raises this many times in a row is reported through a session event.
@@ -71,6 +73,9 @@ class AudioOptions:
     record_output_s: float = 5.0
     headless_playout: bool = True
     ws_chunk_ms: int = 20
+    # Echo cancellation and the rest on the capture path (None: off). Applied to every engine
+    # whose uplink rate the processing supports (the 48 kHz WebRTC one, not the 24 kHz PCM one).
+    voice_processing: VoiceProcessing | None = None
 
     def __post_init__(self) -> None:
         if self.output_rate_hz not in SUPPORTED_RATES_HZ or self.output_rate_hz % 1000:
@@ -294,6 +299,17 @@ class AudioEngine:
             options.output_rate_hz, 1, mode, start_delay_ms=options.start_delay_ms
         )
         self.input = AudioInput(self.uplink)
+        vp = options.voice_processing
+        if vp is not None:
+            if self.uplink.input_rate in PROCESSING_RATES_HZ:
+                apply_voice_processing(self.uplink, self.downlink, vp)
+            else:
+                logger.warning(
+                    "voice processing needs an uplink at %s Hz; the %s Hz %s uplink runs without",
+                    "/".join(str(r) for r in PROCESSING_RATES_HZ),
+                    self.uplink.input_rate,
+                    mode,
+                )
         out_rate = options.output_rate_hz
         self._record: AudioRing | None = None
         if options.record_output_s > 0:

@@ -67,6 +67,8 @@ OPUS_FMTP = {"minptime": 10, "useinbandfec": 1}
 WATCHDOG_INTERVAL_S = 0.5
 
 
+# How long closing a Live session waits for session.closed after session.close.
+LIVE_CLOSE_WAIT_S = 1.0
 # How long a closed data channel waits for the peer connection to report that it closed too.
 CHANNEL_CLOSE_GRACE_S = 0.25
 
@@ -166,9 +168,19 @@ class WebRTCTransport(ThreadedTransport):
         dead_peer_timeout_s: float | None = 5.0,
         on_message: Callable[[str], None] | None = None,
         on_state: Callable[[str, str | None], None] | None = None,
+        api: Literal["realtime", "live"] = "realtime",
+        fork_of: str | None = None,
     ) -> None:
         if api_version not in ("ga", "beta"):
             raise ValueError(f"api_version must be 'ga' or 'beta', not {api_version!r}")
+        if api not in ("realtime", "live"):
+            raise ValueError(f"api must be 'realtime' or 'live', not {api!r}")
+        # Live: POST /live/sessions (or /live/sessions/{id}/fork) with a JSON body; ready on
+        # session.started; closed with session.close.
+        self.api = api
+        self.fork_of = fork_of
+        self._ready_type = "session.started" if api == "live" else "session.created"
+        self._live_closed: asyncio.Event | None = None
         if api_version == "beta" and not model:
             raise ValueError("the beta interface needs a model (POST /realtime?model=...)")
         if uplink is not None and track is not None:
@@ -237,7 +249,9 @@ class WebRTCTransport(ThreadedTransport):
         """
         if self.state != "new":
             raise errors.SessionError(f"connect() called on a transport in state {self.state!r}")
-        if multipart is None:
+        if self.api == "live":
+            multipart = False  # the session goes in the JSON body
+        elif multipart is None:
             multipart = session is not None
         if multipart and self.api_version == "beta":
             raise ValueError("multipart offers are a GA feature; use an ephemeral key for beta")
@@ -249,7 +263,8 @@ class WebRTCTransport(ThreadedTransport):
         hangup = hangup_key or (key if multipart else None)
         self._hangup_key = Secret(hangup) if hangup else None
         try:
-            await self._rtc.run(self._connect_on_rtc(key, session if multipart else None))
+            body_session = session if (multipart or self.api == "live") else None
+            await self._rtc.run(self._connect_on_rtc(key, body_session))
         except BaseException as exc:
             self._set_state("failed", errors.redact(str(exc)) or type(exc).__name__)
             await self._shutdown()
@@ -321,6 +336,11 @@ class WebRTCTransport(ThreadedTransport):
     # ------------------------------------------------------------------ internals
 
     def _url(self) -> str:
+        if self.api == "live":
+            if self.fork_of is not None:
+                source = urllib.parse.quote(self.fork_of, safe="")
+                return f"{self.base_url}/live/sessions/{source}/fork"
+            return f"{self.base_url}/live/sessions"
         if self.api_version == "beta":
             query = urllib.parse.urlencode({"model": self.model})
             return f"{self.base_url}/realtime?{query}"
@@ -330,6 +350,8 @@ class WebRTCTransport(ThreadedTransport):
         start = time.perf_counter()
         pending = _Pending()
         self._pending = pending
+        if self.api == "live":
+            self._live_closed = asyncio.Event()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
         self._pc = pc
         if self.loopback:
@@ -388,10 +410,14 @@ class WebRTCTransport(ThreadedTransport):
         def _on_message(message: str | bytes) -> None:
             if isinstance(message, bytes):
                 message = message.decode("utf-8", "replace")
-            if not pending.session_created.is_set() and '"session.created"' in message:
+            ready = self._ready_type
+            if not pending.session_created.is_set() and f'"{ready}"' in message:
                 with contextlib.suppress(ValueError, AttributeError):
-                    if json.loads(message).get("type") == "session.created":
+                    if json.loads(message).get("type") == ready:
                         pending.session_created.set()
+            closed = self._live_closed
+            if closed is not None and '"session.closed"' in message[:200]:
+                closed.set()
             self._to_app(self._deliver, message)
 
         # aiortc gathers every candidate inside setLocalDescription: the offer is complete.
@@ -429,7 +455,7 @@ class WebRTCTransport(ThreadedTransport):
         await self._wait(pending, pending.channel_open, deadline, "the data channel to open")
         self.timings.data_channel_ms = _ms_since(t0)
         t0 = time.perf_counter()
-        await self._wait(pending, pending.session_created, deadline, "session.created")
+        await self._wait(pending, pending.session_created, deadline, self._ready_type)
         self.timings.session_created_ms = _ms_since(t0)
         self.timings.total_ms = _ms_since(start)
         self.connected_ns = time.monotonic_ns()
@@ -484,7 +510,13 @@ class WebRTCTransport(ThreadedTransport):
         url = self._url()
         headers = {"Authorization": f"Bearer {key}", "Accept": "application/sdp"}
         data: Any
-        if session is not None:
+        if self.api == "live":
+            headers["Accept"] = headers["Content-Type"] = "application/json"
+            payload: dict[str, Any] = {"transport": {"type": "webrtc", "sdp": offer_sdp}}
+            if session is not None and (session or self.fork_of is None):
+                payload["session"] = dict(session)
+            data = json.dumps(payload).encode("utf-8")
+        elif session is not None:
             form = aiohttp.FormData()
             form.add_field("sdp", offer_sdp, content_type="application/sdp")
             form.add_field("session", json.dumps(dict(session)), content_type="application/json")
@@ -523,6 +555,8 @@ class WebRTCTransport(ThreadedTransport):
                 context=f"POST {path}",
                 headers=response_headers,
             )
+        if self.api == "live":
+            return self._live_answer(path, status, body)
         answer = body.decode("utf-8", "replace")
         if not answer.lstrip().startswith("v=0"):
             raise errors.ProtocolError(
@@ -531,6 +565,23 @@ class WebRTCTransport(ThreadedTransport):
             )
         if location:
             self.call_id = location.rstrip("/").rsplit("/", 1)[-1] or None
+        return answer
+
+    def _live_answer(self, path: str, status: int, body: bytes) -> str:
+        """The SDP answer and session id of a Live create or fork response (JSON)."""
+        try:
+            decoded = json.loads(body)
+            answer = decoded["transport"]["sdp"]
+            session_id = decoded["session"]["id"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise errors.ProtocolError(
+                f"POST {path} returned {status} but not a Live session with an SDP answer: "
+                f"{body[:80]!r}"
+            ) from exc
+        if not isinstance(answer, str) or not answer.lstrip().startswith("v=0"):
+            raise errors.ProtocolError(f"POST {path}: transport.sdp is not an SDP answer")
+        if isinstance(session_id, str) and session_id:
+            self.call_id = session_id
         return answer
 
     async def _send_on_rtc(self, text: str) -> None:
@@ -570,7 +621,15 @@ class WebRTCTransport(ThreadedTransport):
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        if self.call_id and self._hangup_key and self.api_version == "ga":
+        closed, channel = self._live_closed, self._channel
+        if closed is not None and not closed.is_set() and channel is not None:
+            # Live: end the session on the server and wait (briefly) for session.closed, so
+            # that a stored session is finalized (forkable) rather than dropped.
+            with contextlib.suppress(Exception):
+                if channel.readyState == "open":
+                    channel.send(json.dumps({"type": "session.close"}))
+                    await asyncio.wait_for(closed.wait(), LIVE_CLOSE_WAIT_S)
+        if self.call_id and self._hangup_key and self.api_version == "ga" and self.api != "live":
             url = f"{self.base_url}/realtime/calls/{urllib.parse.quote(self.call_id)}/hangup"
             bearer = self._hangup_key.get_secret_value()
             headers = {"Authorization": f"Bearer {bearer}", "Accept": "*/*"}

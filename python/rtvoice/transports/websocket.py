@@ -53,7 +53,13 @@ __all__ = ["WebSocketTransport", "websocket_url"]
 logger = logging.getLogger(__name__)
 
 FRAME_MS = 20
-AUDIO_DELTA_TYPES = ("response.output_audio.delta", "response.audio.delta")
+AUDIO_DELTA_TYPES = (
+    "response.output_audio.delta",
+    "response.audio.delta",
+    "session.output_audio.delta",
+)
+# How long closing a Live session waits for session.closed after session.close.
+LIVE_CLOSE_WAIT_S = 1.0
 # Bounded per-item received-audio bookkeeping (barge-in needs only the current item).
 _ITEMS_KEPT = 64
 # How often the dead-peer watchdog looks at the last arrival (at most).
@@ -79,6 +85,18 @@ def websocket_url(base_url: str, *, model: str | None) -> str:
         raise errors.ConfigurationError(f"base_url must be http(s) or ws(s), not {parts.scheme!r}")
     query = urllib.parse.urlencode({"model": model}) if model else ""
     return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path + "/realtime", query, ""))
+
+
+def live_websocket_url(base_url: str, *, fork_of: str | None = None) -> str:
+    """``http(s)://host/v1`` -> ``ws(s)://host/v1/live/sessions`` (or ``…/{id}/fork``)."""
+    parts = urllib.parse.urlsplit(base_url.rstrip("/"))
+    scheme = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}.get(parts.scheme)
+    if scheme is None:
+        raise errors.ConfigurationError(f"base_url must be http(s) or ws(s), not {parts.scheme!r}")
+    path = parts.path + "/live/sessions"
+    if fork_of is not None:
+        path += f"/{urllib.parse.quote(fork_of, safe='')}/fork"
+    return urllib.parse.urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
 class WebSocketTransport(ThreadedTransport):
@@ -109,15 +127,29 @@ class WebSocketTransport(ThreadedTransport):
         dead_peer_timeout_s: float | None = 5.0,
         on_message: Callable[[str], None] | None = None,
         on_state: Callable[[str, str | None], None] | None = None,
+        api: Literal["realtime", "live"] = "realtime",
+        fork_of: str | None = None,
     ) -> None:
         if api_version not in ("ga", "beta"):
             raise ValueError(f"api_version must be 'ga' or 'beta', not {api_version!r}")
         if chunk_ms % FRAME_MS or chunk_ms <= 0:
             raise ValueError(f"chunk_ms must be a positive multiple of 20, not {chunk_ms}")
+        if api not in ("realtime", "live"):
+            raise ValueError(f"api must be 'realtime' or 'live', not {api!r}")
         self.base_url = base_url.rstrip("/")
         self.api_version = api_version
         self.model = model
-        self.url = websocket_url(self.base_url, model=model)
+        # Live: wss://…/v1/live/sessions (first frame session.start), or …/{id}/fork.
+        self.api = api
+        self.fork_of = fork_of
+        if api == "live":
+            self.url = live_websocket_url(self.base_url, fork_of=fork_of)
+        else:
+            self.url = websocket_url(self.base_url, model=model)
+        self._ready_type = "session.started" if api == "live" else "session.created"
+        self._append_type = (
+            "session.input_audio.append" if api == "live" else "input_audio_buffer.append"
+        )
         self._uplink = uplink
         self._downlink = downlink
         self.chunk_ms = chunk_ms
@@ -146,6 +178,8 @@ class WebSocketTransport(ThreadedTransport):
         self.audio_deltas_received = 0
         self.audio_samples_received = 0
         self.bad_audio_deltas = 0
+        # Monotonic ns of the last output audio delta (0 before the first).
+        self.last_audio_delta_ns = 0
         self.rtt_ms: float | None = None
         self.pongs_received = 0
         # Monotonic ns of the last frame (message, pong, ping) from the server, or of connecting.
@@ -159,6 +193,8 @@ class WebSocketTransport(ThreadedTransport):
         self._tasks: list[asyncio.Task[Any]] = []
         self._closed = False
         self._created: asyncio.Event | None = None
+        # Live: set when session.closed arrives (closing waits for it after session.close).
+        self._live_closed: asyncio.Event | None = None
         self._ping_sent: dict[bytes, int] = {}
 
     # ------------------------------------------------------------------ application side
@@ -171,7 +207,8 @@ class WebSocketTransport(ThreadedTransport):
         multipart: bool | None = None,
         hangup_key: str | None = None,
     ) -> None:
-        """Open the WebSocket and wait for ``session.created``."""
+        """Open the WebSocket and wait for ``session.created`` (Live: send ``session.start``
+        with ``session`` and wait for ``session.started``)."""
         del multipart, hangup_key  # WebRTC notions; closing the socket ends the session
         if self.state != "new":
             raise errors.SessionError(f"connect() called on a transport in state {self.state!r}")
@@ -270,19 +307,26 @@ class WebSocketTransport(ThreadedTransport):
             raise errors.ConnectionError(f"WebSocket {path} failed: {exc}") from exc
         self.timings.handshake_ms = (time.perf_counter() - start) * 1000.0
         self._created = asyncio.Event()
+        self._live_closed = asyncio.Event() if self.api == "live" else None
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._reader()))
         t0 = time.perf_counter()
+        if self.api == "live":
+            # The session starts with the client's first frame (a fork's may be empty).
+            start_event = {"type": "session.start", "session": dict(session or {})}
+            await self._ws.send_str(json.dumps(start_event, separators=(",", ":")))
+            self.messages_sent += 1
+            session = None
         try:
             await asyncio.wait_for(self._created.wait(), self._connect_timeout_s)
         except TimeoutError as exc:
             raise errors.TimeoutError(
-                f"timed out after {self._connect_timeout_s:g} s waiting for session.created"
+                f"timed out after {self._connect_timeout_s:g} s waiting for {self._ready_type}"
                 + (f" ({self.reason})" if self.reason else "")
             ) from exc
         if self._ws.closed:
             raise errors.TransportError(
-                f"the server closed the WebSocket before session.created: {self.reason}"
+                f"the server closed the WebSocket before {self._ready_type}: {self.reason}"
             )
         self.timings.session_created_ms = (time.perf_counter() - t0) * 1000.0
         if session is not None:
@@ -342,8 +386,10 @@ class WebSocketTransport(ThreadedTransport):
         # Only audio deltas contain this (transcript deltas end in "transcript.delta").
         if 'audio.delta"' in text and self._on_audio_delta(text):
             return
-        if not self._created.is_set() and '"session.created"' in text[:200]:
+        if not self._created.is_set() and f'"{self._ready_type}"' in text[:200]:
             self._created.set()
+        if self.api == "live" and '"session.closed"' in text[:200] and self._live_closed:
+            self._live_closed.set()
         self._to_app(self._deliver, text)
 
     def _on_audio_delta(self, text: str) -> bool:
@@ -361,6 +407,7 @@ class WebSocketTransport(ThreadedTransport):
             return True
         self.audio_deltas_received += 1
         self.audio_samples_received += int(pcm.size)
+        self.last_audio_delta_ns = time.monotonic_ns()
         item = event.get("item_id")
         if isinstance(item, str):
             self.audio_samples_by_item[item] = self.audio_samples_by_item.get(item, 0) + pcm.size
@@ -387,7 +434,7 @@ class WebSocketTransport(ThreadedTransport):
                         audio = b"".join(chunk)
                         chunk.clear()
                         event = {
-                            "type": "input_audio_buffer.append",
+                            "type": self._append_type,
                             "audio": base64.b64encode(audio).decode("ascii"),
                         }
                         await ws.send_str(json.dumps(event, separators=(",", ":")))
@@ -432,6 +479,13 @@ class WebSocketTransport(ThreadedTransport):
             raise errors.TransportError(f"WebSocket send failed: {exc}") from exc
 
     async def _close_on_rtc(self) -> None:
+        ws, closed = self._ws, self._live_closed
+        if ws is not None and not ws.closed and closed is not None and not closed.is_set():
+            # Live: ask the server to end the session and wait (briefly) until it says so, so
+            # that a stored session is finalized (forkable) rather than dropped.
+            with contextlib.suppress(Exception):
+                await ws.send_str(json.dumps({"type": "session.close"}))
+                await asyncio.wait_for(closed.wait(), LIVE_CLOSE_WAIT_S)
         if self._ws is not None and not self._ws.closed:
             with contextlib.suppress(Exception):
                 await self._ws.close()

@@ -1530,8 +1530,18 @@ class RealtimeSession:
         items, left_out = self._history.replay(
             max_items=self._restore_max_items, max_chars=self._restore_max_chars, skip=skip or ()
         )
-        for item in items:
-            await self._send_direct(transport, {"type": "conversation.item.create", "item": item})
+        texts = [
+            json.dumps(
+                self._codec.prepare({"type": "conversation.item.create", "item": item}),
+                separators=(",", ":"),
+                allow_nan=False,
+            )
+            for item in items
+        ]
+        if texts:
+            await transport.send_texts(texts)
+            for _ in texts:
+                self._codec.note_sent()
         return [str(item["id"]) for item in items], left_out
 
     async def _open_restored(

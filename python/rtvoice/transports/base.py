@@ -86,6 +86,10 @@ class Transport(Protocol):
         """Send one JSON event; raises :class:`rtvoice.errors.TransportError` if it cannot."""
         ...
 
+    async def send_texts(self, texts: list[str]) -> None:
+        """Send several events in order (one hop to the network thread)."""
+        ...
+
     async def get_stats(self) -> dict[str, Any]:
         """Network statistics with the same names on every transport: ``rtt_ms``,
         ``packets_sent``, ``packets_received``, ``packets_lost``, ``jitter_ms``, and

@@ -92,11 +92,25 @@ class PyUplink {
   }
 
   // A sound device's input callback: push() plus PortAudio's status flags, counted.
+  // At the device rate (set_device_rate), converted natively when it is not the input rate.
   std::size_t push_from_device(const py::array& pcm, unsigned status) {
-    const std::size_t frames = pcm.ndim() >= 1 ? static_cast<std::size_t>(pcm.shape(0)) : 0;
-    device_.count(status, kInputUnderflow, kInputOverflow, steady_now_ns(), frames,
-                  uplink_.config().input_rate_hz);
-    return push(pcm);
+    const std::int64_t now_ns = steady_now_ns();
+    if (driven_.load(std::memory_order_acquire)) {
+      throw std::runtime_error("Uplink.push: a CaptureDriver owns this Uplink's capture side");
+    }
+    ExclusiveUse guard(capture_busy_, "Uplink.push_from_device");
+    const std::size_t frames = check_audio<float>(pcm, uplink_.config().channels, "pcm");
+    const int rate =
+        uplink_.device_rate_hz() != 0 ? uplink_.device_rate_hz() : uplink_.config().input_rate_hz;
+    device_.count(status, kInputUnderflow, kInputOverflow, now_ns, frames, rate);
+    const float* src = static_cast<const float*>(pcm.data());
+    py::gil_scoped_release nogil;
+    return uplink_.push_device(src, frames);
+  }
+
+  void set_device_rate(int rate_hz) {
+    ExclusiveUse guard(capture_busy_, "Uplink.set_device_rate");
+    uplink_.set_device_rate(rate_hz);
   }
 
   void set_processing(const std::optional<std::string>& backend, bool aec, bool ns, bool agc,
@@ -288,14 +302,29 @@ class PyDownlink {
 
   // A sound device's output callback: fills `out` from the downlink, timed by the steady clock
   // (the device is the playout clock), and counts PortAudio's status flags.
+  // At the device rate (set_device_rate), converted natively when it is not the output rate.
   void pull_into_device(const py::array& out, unsigned status) {
     const std::int64_t now_ns = steady_now_ns();
     if (!out.writeable()) throw py::value_error("out must be writeable");
     const std::size_t frames = check_audio<float>(out, downlink_.config().channels, "out");
-    check_frames(frames);
-    device_.count(status, kOutputUnderflow, kOutputOverflow, now_ns, frames,
-                  downlink_.config().output_rate_hz);
-    pull_raw(static_cast<float*>(const_cast<void*>(out.data())), frames, now_ns);
+    const int rate = downlink_.device_rate_hz() != 0 ? downlink_.device_rate_hz()
+                                                     : downlink_.config().output_rate_hz;
+    if (frames > static_cast<std::size_t>(rate)) {
+      throw py::value_error("pull: at most one second of audio per call");
+    }
+    device_.count(status, kOutputUnderflow, kOutputOverflow, now_ns, frames, rate);
+    if (driven_.load(std::memory_order_acquire)) {
+      throw std::runtime_error("Downlink.pull: a PlayoutDriver owns this Downlink's playout side");
+    }
+    ExclusiveUse guard(playout_busy_, "Downlink.pull_into_device");
+    float* dst = static_cast<float*>(const_cast<void*>(out.data()));
+    py::gil_scoped_release nogil;
+    downlink_.pull_device(dst, frames, now_ns);
+  }
+
+  void set_device_rate(int rate_hz) {
+    ExclusiveUse guard(playout_busy_, "Downlink.set_device_rate");
+    downlink_.set_device_rate(rate_hz);
   }
 
   void flush() { downlink_.request_flush(); }
@@ -544,6 +573,9 @@ thread; ``stats`` to any thread.
       .def("push_from_device", &PyUplink::push_from_device, py::arg("pcm"), py::arg("status"),
            "A sound device's input callback: push(pcm), counting PortAudio's status flags "
            "(device_input_overflows/underflows in stats).")
+      .def("set_device_rate", &PyUplink::set_device_rate, py::arg("rate"),
+           "Before the first push_from_device: the device's rate, converted natively to the "
+           "input rate.")
       .def("set_processing", &PyUplink::set_processing, py::kw_only(),
            py::arg("backend") = py::none(), py::arg("aec") = true,
            py::arg("noise_suppression") = true, py::arg("agc") = true, py::arg("high_pass") = true,
@@ -613,6 +645,9 @@ thread; ``flush``, ``stats`` and ``media_samples_played`` to any thread.
       .def("pull", &PyDownlink::pull, py::arg("frames"), py::arg("now_ns"),
            "Playout thread: exactly `frames` frames of float32 audio at the output rate.")
       .def("pull_into", &PyDownlink::pull_into, py::arg("out"), py::arg("now_ns"))
+      .def("set_device_rate", &PyDownlink::set_device_rate, py::arg("rate"),
+           "Before the first pull_into_device: the device's rate, converted natively from the "
+           "output rate.")
       .def("pull_into_device", &PyDownlink::pull_into_device, py::arg("out"), py::arg("status"),
            "A sound device's output callback: fills out on the steady clock, counting "
            "PortAudio's status flags (device_output_underflows/overflows in stats).")

@@ -265,6 +265,40 @@ const float* Uplink::next_reference(std::size_t frames) {
   return out;
 }
 
+void Uplink::set_device_rate(int device_rate_hz) {
+  check_rate(device_rate_hz, "device_rate");
+  if (config_.channels != 1) throw std::invalid_argument("device rates need a mono Uplink");
+  device_rate_hz_ = device_rate_hz;
+  if (device_rate_hz == config_.input_rate_hz) {
+    device_resampler_.reset();
+    return;
+  }
+  device_resampler_ = std::make_unique<Resampler>(device_rate_hz, config_.input_rate_hz, 1);
+  device_chunk_ = static_cast<std::size_t>(device_rate_hz / 100);  // 10 ms steps
+  device_converted_.assign(device_resampler_->output_frames(device_chunk_) + 64, 0.0f);
+}
+
+std::size_t Uplink::push_device(const float* pcm, std::size_t frames) {
+  if (!device_resampler_) return push(pcm, frames);
+  std::size_t done = 0;
+  while (done < frames) {
+    const std::size_t n = std::min(frames - done, device_chunk_);
+    const std::size_t out = device_resampler_->process(pcm + done, n, device_converted_.data(),
+                                                       device_converted_.size());
+    const std::size_t accepted = push(device_converted_.data(), out);
+    done += n;
+    if (accepted < out) {
+      // The ring is full; the rest of the block is dropped and counted like any push.
+      frames_refused_.fetch_add(static_cast<std::uint64_t>(frames - done) *
+                                    static_cast<std::uint64_t>(config_.input_rate_hz) /
+                                    static_cast<std::uint64_t>(device_rate_hz_),
+                                std::memory_order_relaxed);
+      return done;
+    }
+  }
+  return frames;
+}
+
 std::size_t Uplink::accept(const float* pcm, std::size_t frames) {
   AudioProcessor* proc = proc_.load(std::memory_order_acquire);
   if (proc == nullptr) return push_impl(pcm, frames);
@@ -631,6 +665,47 @@ SpscRing<float>& Downlink::enable_render_tap() {
   return *tap_owner_;
 }
 
+void Downlink::set_device_rate(int device_rate_hz) {
+  check_rate(device_rate_hz, "device_rate");
+  if (config_.channels != 1) throw std::invalid_argument("device rates need a mono Downlink");
+  device_rate_hz_ = device_rate_hz;
+  device_pending_frames_ = 0;
+  if (device_rate_hz == config_.output_rate_hz) {
+    device_resampler_.reset();
+    return;
+  }
+  device_resampler_ = std::make_unique<Resampler>(config_.output_rate_hz, device_rate_hz, 1);
+  device_block_.assign(static_cast<std::size_t>(config_.output_rate_hz / 100), 0.0f);
+  // A pull may ask for up to a second; pending holds that plus one converted block.
+  const std::size_t block_out = device_resampler_->output_frames(device_block_.size()) + 64;
+  device_pending_.assign(static_cast<std::size_t>(device_rate_hz) + 2 * block_out, 0.0f);
+}
+
+void Downlink::pull_device(float* out, std::size_t frames, std::int64_t now_ns) {
+  if (!device_resampler_) {
+    pull(out, frames, now_ns);
+    return;
+  }
+  if (frames > static_cast<std::size_t>(device_rate_hz_)) {
+    throw std::invalid_argument("pull: at most one second of audio per call");
+  }
+  const double ns_per_frame = 1e9 / device_rate_hz_;
+  while (device_pending_frames_ < frames) {
+    // The block pulled now plays after what is already converted.
+    pull(device_block_.data(), device_block_.size(),
+         now_ns +
+             static_cast<std::int64_t>(static_cast<double>(device_pending_frames_) * ns_per_frame));
+    const std::size_t room = device_pending_.size() - device_pending_frames_;
+    device_pending_frames_ +=
+        device_resampler_->process(device_block_.data(), device_block_.size(),
+                                   device_pending_.data() + device_pending_frames_, room);
+  }
+  std::memcpy(out, device_pending_.data(), frames * sizeof(float));
+  device_pending_frames_ -= frames;
+  std::memmove(device_pending_.data(), device_pending_.data() + frames,
+               device_pending_frames_ * sizeof(float));
+}
+
 void Downlink::request_flush() { flush_requested_.fetch_add(1, std::memory_order_acq_rel); }
 
 void Downlink::apply_flush() {
@@ -782,7 +857,6 @@ void Downlink::pull(float* out, std::size_t frames, std::int64_t now_ns) {
   }
   std::memcpy(out, pending_.data(), frames * ch * sizeof(float));
   scan_output(out, frames, now_ns);
-
   const std::size_t media = std::min(pending_media_, frames);
   pending_media_ -= media;
   pending_frames_ -= frames;

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -215,13 +216,12 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
         # estimator refines it.
         delay_ms = max(0, min(1000, round((in_s + out_s) * 1000) - vp.reference_lead_ms))
         apply_voice_processing(
-            session.uplink,
-            session.downlink,
-            VoiceProcessing(**{**vp.__dict__, "stream_delay_ms": delay_ms}),
+            session.uplink, session.downlink, dataclasses.replace(vp, stream_delay_ms=delay_ms)
         )
         print(
-            f"connected; microphone {mic.name!r}, speaker {speaker.name!r} "
-            f"(latency {in_s * 1000:.0f} / {out_s * 1000:.0f} ms); speak now (Ctrl-C to hang up)",
+            f"connected; microphone {mic.name!r} at {streams.input_rate_hz} Hz, speaker "
+            f"{speaker.name!r} at {streams.output_rate_hz} Hz (latency {in_s * 1000:.0f} / "
+            f"{out_s * 1000:.0f} ms); speak now (Ctrl-C to hang up)",
             file=log,
             flush=True,
         )
@@ -272,6 +272,7 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(time.monotonic() - t_start, 2),
         "input_device": mic.name,
         "output_device": speaker.name,
+        "device_rates_hz": [streams.input_rate_hz, streams.output_rate_hz],
         "events": counts,
         "uplink": metrics.uplink,
         "downlink": metrics.downlink,

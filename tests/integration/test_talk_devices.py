@@ -117,6 +117,9 @@ def test_talk_holds_a_conversation_through_the_devices(
     frames = pcm[: pcm.size // 960 * 960].reshape(-1, 960)
     loud_ms = int((np.sqrt((frames**2).mean(axis=1)) > 10 ** (-40 / 20)).sum()) * 20
     assert loud_ms > 500
+    # The pulse plugin's devices default to 44.1 kHz: both directions ran through the native
+    # rate conversion.
+    assert summary["device_rates_hz"] == [44100, 44100]
     # One native call per device block, every block counted, none lost.
     assert summary["uplink"]["device_blocks"] > 300
     assert summary["downlink"]["device_blocks"] > 300

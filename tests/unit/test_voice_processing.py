@@ -219,3 +219,36 @@ def test_audio_options_turn_processing_on_for_the_engines_that_support_it() -> N
     pcm = AudioEngine("pcm16", options)  # 24 kHz: not a processing rate, runs without
     assert "processing" not in pcm.stats()["uplink"]
     assert "processing" not in AudioEngine("opus", AudioOptions()).stats()["uplink"]
+
+
+def _tone_hz(x: npt.NDArray[np.float32], rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    return float(np.argmax(spectrum) * rate / x.size)
+
+
+def test_a_device_at_its_own_rate_is_converted_natively_both_ways() -> None:
+    dev = 44100
+    block = dev // 50  # 20 ms device blocks
+    t = np.arange(dev) / dev
+    tone = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    up = Uplink(RATE, 1, "pcm16", ring_ms=4000)
+    up.set_device_rate(dev)
+    for k in range(0, tone.size - block + 1, block):
+        assert up.push_from_device(np.ascontiguousarray(tone[k : k + block, None]), 0) == block
+    got = up.take_input(10**6).reshape(-1)
+    assert abs(got.size - RATE) < 100  # a second at 44.1 kHz is a second at 48 kHz
+    assert abs(_tone_hz(got[2000:], RATE) - 1000) < 5
+
+    down = _pcm_downlink(np.tile(_speechlike(0.1, seed=6), 10))
+    down.set_device_rate(dev)
+    played = []
+    for _ in range(50):
+        out = np.zeros((block, 1), np.float32)
+        down.pull_into_device(out, 0)
+        played.append(out[:, 0].copy())
+    assert down.stats["device_blocks"] == 50
+    assert np.concatenate(played).size == 50 * block
+    # The Downlink itself produced a second at its own rate (give or take one 10 ms block).
+    assert abs(down.stats["samples_pulled"] - RATE) <= RATE // 100
+    with pytest.raises(ValueError, match="device_rate"):
+        up.set_device_rate(11025)

@@ -169,6 +169,15 @@ class Uplink {
   // it runs more than `max_lead_ms` ahead (counted). The downlink must outlive this Uplink.
   void set_echo_reference(Downlink& downlink, int lead_ms, int max_lead_ms);
 
+  // A sound device at another rate than the input rate: push_device() converts its blocks
+  // natively first. Call before the first push_device() (the capture thread owns the
+  // converter from then on); device_rate_hz is one of the Resampler's rates.
+  void set_device_rate(int device_rate_hz);
+  int device_rate_hz() const { return device_rate_hz_; }
+  // Capture thread (a device callback): mono blocks at the device rate; returns the frames
+  // accepted, at the device rate.
+  std::size_t push_device(const float* pcm, std::size_t frames);
+
  private:
   static constexpr std::size_t kFrameSlots = 4;
   struct EchoReference;
@@ -240,6 +249,11 @@ class Uplink {
   std::size_t proc_fill_ = 0;
   std::atomic<std::uint64_t> reference_underruns_{0};
   std::atomic<std::uint64_t> reference_resyncs_{0};
+  // Device-rate conversion (capture thread after set_device_rate()).
+  int device_rate_hz_ = 0;
+  std::unique_ptr<Resampler> device_resampler_;
+  std::vector<float> device_converted_;
+  std::size_t device_chunk_ = 0;  // device frames converted per step
 };
 
 struct DownlinkConfig {
@@ -310,6 +324,13 @@ class Downlink {
   // its one consumer is the capture thread). Returns that ring. Mono downlinks only.
   SpscRing<float>& enable_render_tap();
 
+  // A sound device at another rate than the output rate: pull_device() converts natively.
+  // Call before the first pull_device() (the playout thread owns the converter from then on).
+  void set_device_rate(int device_rate_hz);
+  int device_rate_hz() const { return device_rate_hz_; }
+  // Playout thread (a device callback): exactly `frames` mono frames at the device rate.
+  void pull_device(float* out, std::size_t frames, std::int64_t now_ns);
+
   // Any thread.
   DownlinkStats stats() const;
   std::uint64_t media_samples_played() const {
@@ -364,6 +385,13 @@ class Downlink {
 
   std::atomic<std::uint64_t> flush_requested_{0};
   std::atomic<std::uint64_t> media_played_{0};
+  // Device-rate conversion (playout thread after set_device_rate()): converted audio not yet
+  // handed to the device.
+  int device_rate_hz_ = 0;
+  std::unique_ptr<Resampler> device_resampler_;
+  std::vector<float> device_block_;    // one 10 ms block at the output rate
+  std::vector<float> device_pending_;  // at the device rate
+  std::size_t device_pending_frames_ = 0;
   std::unique_ptr<SpscRing<float>> tap_owner_;
   std::atomic<SpscRing<float>*> tap_{nullptr};
   std::atomic<bool> tap_creating_{false};

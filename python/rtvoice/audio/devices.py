@@ -2,8 +2,10 @@
 microphone and speaker streams of a session.
 
 Each PortAudio callback does one native call and returns: the input callback hands the block to
-``Uplink.push_from_device`` (the capture path: voice processing, the ring), the output callback
-fills PortAudio's buffer with ``Downlink.pull_into_device`` (the device is the playout clock).
+``Uplink.push_from_device`` (the capture path: conversion from the device's rate, voice
+processing, the ring), the output callback fills PortAudio's buffer with
+``Downlink.pull_into_device`` (the device is the playout clock; conversion to its rate). Devices
+are opened at their own default rate when the native resampler handles it.
 Both release the GIL inside and count PortAudio's under- and overflow flags in the native
 statistics (``device_input_overflows``, ``device_output_underflows``, ...), so nothing in a
 callback allocates, logs or takes a lock of ours. A stream that stops delivering blocks (its
@@ -30,9 +32,10 @@ __all__ = [
 ]
 
 Kind = Literal["input", "output"]
-# The rate the devices are opened at: the Uplink's and Downlink's rate on WebRTC, so a block goes
-# to the core as it is (PortAudio's host API converts when the hardware runs at another rate).
+# The rate a device is opened at when its own default rate is not one the native resampler
+# converts (the Uplink's and Downlink's rate on WebRTC).
 DEVICE_RATE_HZ = 48000
+_NATIVE_RATES_HZ = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 # A stream that has delivered no block for this long is reported as gone.
 STALL_S = 1.5
 
@@ -69,6 +72,13 @@ class DeviceInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    @property
+    def rate_hz(self) -> int:
+        """The rate rtvoice opens the device at: its default rate when the native resampler
+        handles it, else :data:`DEVICE_RATE_HZ`."""
+        rate = round(self.default_rate_hz)
+        return rate if rate in _NATIVE_RATES_HZ else DEVICE_RATE_HZ
 
 
 def list_devices() -> list[DeviceInfo]:
@@ -129,8 +139,8 @@ def resolve_device(spec: str | int | None, kind: Kind) -> DeviceInfo:
 
 
 class DeviceStreams:
-    """A microphone feeding ``uplink`` and a speaker played from ``downlink``, at
-    :data:`DEVICE_RATE_HZ` with ``block_ms`` blocks.
+    """A microphone feeding ``uplink`` and a speaker played from ``downlink``, each at its own
+    rate (:attr:`DeviceInfo.rate_hz`, or ``rate_hz`` for both) with ``block_ms`` blocks.
 
     ``latency`` is PortAudio's suggested latency (``"low"``, ``"high"`` or seconds).
     """
@@ -144,20 +154,23 @@ class DeviceStreams:
         output_device: DeviceInfo | None,
         block_ms: int = 20,
         latency: str | float = "low",
+        rate_hz: int | None = None,
     ) -> None:
         if block_ms not in (10, 20):
             raise ValueError(f"block_ms must be 10 or 20, not {block_ms}")
-        if uplink.input_rate != DEVICE_RATE_HZ or downlink.output_rate != DEVICE_RATE_HZ:
-            raise ValueError(
-                f"sound devices run at {DEVICE_RATE_HZ} Hz; the uplink takes "
-                f"{uplink.input_rate} Hz and the downlink plays {downlink.output_rate} Hz"
-            )
+        if rate_hz is not None and rate_hz not in _NATIVE_RATES_HZ:
+            rates = ", ".join(str(r) for r in _NATIVE_RATES_HZ)
+            raise ValueError(f"rate_hz must be one of {rates}, not {rate_hz}")
         self.uplink = uplink
         self.downlink = downlink
         self.input_device = input_device
         self.output_device = output_device
-        self.block = DEVICE_RATE_HZ * block_ms // 1000
+        self.block_ms = block_ms
         self.latency = latency
+        self.input_rate_hz = rate_hz or (input_device.rate_hz if input_device else DEVICE_RATE_HZ)
+        self.output_rate_hz = rate_hz or (
+            output_device.rate_hz if output_device else DEVICE_RATE_HZ
+        )
         self._input: Any = None
         self._output: Any = None
         self._started_ns = 0
@@ -180,9 +193,15 @@ class DeviceStreams:
 
         try:
             if self.output_device is not None:
-                self._output = self._open(sd.OutputStream, self.output_device, on_output)
+                self.downlink.set_device_rate(self.output_rate_hz)
+                self._output = self._open(
+                    sd.OutputStream, self.output_device, on_output, self.output_rate_hz
+                )
             if self.input_device is not None:
-                self._input = self._open(sd.InputStream, self.input_device, on_input)
+                self.uplink.set_device_rate(self.input_rate_hz)
+                self._input = self._open(
+                    sd.InputStream, self.input_device, on_input, self.input_rate_hz
+                )
             if self._output is not None:
                 self._output.start()
             if self._input is not None:
@@ -197,12 +216,12 @@ class DeviceStreams:
         self._started_ns = now
         self._last_progress_ns = {"input": now, "output": now}
 
-    def _open(self, factory: Any, device: DeviceInfo, callback: Any) -> Any:
+    def _open(self, factory: Any, device: DeviceInfo, callback: Any, rate_hz: int) -> Any:
         what = "microphone" if factory.__name__ == "InputStream" else "speaker"
         try:
             return factory(
-                samplerate=DEVICE_RATE_HZ,
-                blocksize=self.block,
+                samplerate=rate_hz,
+                blocksize=rate_hz * self.block_ms // 1000,
                 channels=1,
                 dtype="float32",
                 device=device.index,
@@ -212,7 +231,7 @@ class DeviceStreams:
         except Exception as exc:
             raise DeviceError(
                 f"cannot open the {what} {device.name!r} (index {device.index}) at "
-                f"{DEVICE_RATE_HZ} Hz mono: {exc}"
+                f"{rate_hz} Hz mono: {exc}"
             ) from exc
 
     @property

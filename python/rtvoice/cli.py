@@ -252,6 +252,9 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     jb_delays: list[float] = []
     finished = asyncio.Event()
     heard_reply = False
+    # Live: the reply is the output transcript's deltas (there are no done events).
+    is_live = session.api == "live"
+    live_reply: list[str] = []
     consumer: asyncio.Future[None] | None = None
     try:
         try:
@@ -273,6 +276,8 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                 counts[event.type] = counts.get(event.type, 0) + 1
                 if event.type == "response.output_audio_transcript.done":
                     transcripts.append(str(event.get("transcript", "")))
+                if event.type == "session.output_transcript.delta":
+                    live_reply.append(str(event.get("delta", "")))
                 if event.type == qoe.TURN_EVENT and live:
                     end = "\n" if log.isatty() else ""
                     print(f"{end}{_turn_line(event.data)}", file=log, flush=True)
@@ -282,7 +287,9 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                     finished.set()
 
         async def status() -> None:
+            nonlocal heard_reply
             media_before = 0
+            quiet_polls = 0
             while True:
                 m = await session.refresh_metrics()
                 up = session.uplink
@@ -290,6 +297,10 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                 media = int(m.downlink["media_samples_played"])
                 playing = media > media_before  # received audio played since the last poll
                 media_before = media
+                # Live: a reply was heard once its transcript came and its audio stopped.
+                quiet_polls = 0 if playing else quiet_polls + 1
+                if is_live and live_reply and media > 0 and quiet_polls >= 2:
+                    heard_reply = True
                 if playing and m.transport == "webrtc":
                     jb_delays.append(float(m.jitter_buffer["current_delay_ms"]))
                 if live:
@@ -330,6 +341,8 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
 
+    if live_reply:
+        transcripts.append("".join(live_reply).strip())
     played = session.read_audio()
     if args.output:
         write_wav(args.output, played, session.output_rate_hz)
@@ -344,6 +357,8 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         "ok": True,
         "server": "simulator" if sim is not None else base_url,
         "call_id": session.transport.call_id,
+        "api": session.api,
+        "model": args.model,
         "transport": metrics.transport,
         "transport_fallback": metrics.transport_fallback,
         "seconds": round(elapsed_s, 2),
@@ -422,7 +437,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         f" + ICE/DTLS {_fmt(c['ice_dtls_ms'], ' ms')}"
         f" + data channel {_fmt(c['data_channel_ms'], ' ms')}"
         f" + WebSocket handshake {_fmt(c.get('handshake_ms'), ' ms')}"
-        f" + session.created {_fmt(c['session_created_ms'], ' ms')}"
+        f" + {'session.started' if s.get('api') == 'live' else 'session.created'}"
+        f" {_fmt(c['session_created_ms'], ' ms')}"
     )
     print(
         f"  packets           sent {s['packets_sent']}, received {s['packets_received']}, "

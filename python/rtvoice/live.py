@@ -59,6 +59,30 @@ CLOSE_OUTCOMES: dict[str, CloseOutcome] = {
 }
 
 
+# WebSocket barge-in (no server-side playout there): the rule that flushes what is still
+# buffered for playout when the model has stopped itself because the user speaks.
+BARGE_IN_GAP_MS = 100.0  # the server's output audio has stopped arriving for this long,
+BARGE_IN_MIN_BUFFERED_MS = 40.0  # at least this much is still buffered here, and
+BARGE_IN_VOICE_WINDOW_MS = 300.0  # the uplink sent speech this recently, after that output.
+
+
+def should_flush_playout(
+    *, now_ns: int, last_output_ns: int, buffered_ms: float, last_voiced_ns: int
+) -> bool:
+    """The WebSocket barge-in rule: flush the playout buffer when the server's output audio
+    stopped arriving ``BARGE_IN_GAP_MS`` ago while at least ``BARGE_IN_MIN_BUFFERED_MS`` is
+    still buffered, and the user's speech was sent within ``BARGE_IN_VOICE_WINDOW_MS`` and not
+    before the output stopped (minus the gap). The end of a reply with nobody speaking is not a
+    barge-in: its buffered tail plays out."""
+    if not last_output_ns or not last_voiced_ns:
+        return False
+    gap_ns = int(BARGE_IN_GAP_MS * 1e6)
+    if now_ns - last_output_ns < gap_ns or buffered_ms < BARGE_IN_MIN_BUFFERED_MS:
+        return False
+    recent = now_ns - last_voiced_ns <= BARGE_IN_VOICE_WINDOW_MS * 1e6
+    return recent and last_voiced_ns >= last_output_ns - gap_ns
+
+
 def is_live_model(model: str) -> bool:
     """Whether ``model`` names a Live API model (``gpt-live-…``)."""
     return model.startswith("gpt-live")

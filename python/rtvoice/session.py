@@ -70,9 +70,8 @@ SINK_EVENT = "rtvoice.audio_sink_failing"
 LIVE_WS_FORMAT = {"type": "audio/pcm", "rate": 24000}
 # What says which session a call carries (Realtime: created/updated; Live: started/updated).
 SESSION_EVENTS = frozenset({"session.created", "session.updated", "session.started"})
-# Live over WebSocket: how long the assistant's audio must have stopped arriving before user
-# speech flushes what is still buffered for playout.
-LIVE_BARGE_IN_GAP_S = 0.1
+# Live over WebSocket: how often the barge-in rule looks at the playout buffer.
+LIVE_WATCH_S = 0.05
 # Live: refusals of a fork before a new session is started with the conversation instead.
 LIVE_FORK_TRIES = 3
 RECONNECTED_EVENT = "rtvoice.reconnected"
@@ -449,6 +448,8 @@ class RealtimeSession:
         # Live: whether the call being opened continues the session (its input is rebuilt), and
         # (items, left out) of the last rebuild.
         self._continuing = False
+        # Live over WebSocket: (transport, what was pending when playout was last flushed).
+        self._flush_basis: tuple[Any, float] = (None, 0.0)
         self._live_rebuilt: tuple[int, int] = (0, 0)
         # Every call gets a generation number; callbacks of calls that are no longer current
         # (or not yet) are told apart by it.
@@ -665,6 +666,8 @@ class RealtimeSession:
         timings.total_ms = (time.perf_counter() - started) * 1000.0
         self._engine.start_playout()
         self._spawn(self._poll_stats())
+        if self.api == "live":
+            self._spawn(self._live_playout_watch())
         self._set_state("connected")
         self._schedule_recycle()
 
@@ -1297,8 +1300,6 @@ class RealtimeSession:
             self._live_session_closed(str(event.get("reason") or ""))
         elif t == "session.output_transcript.delta":
             self._response_active = True
-        elif t == "session.input_transcript.delta":
-            self._live_barge_in()
         elif t == "session.delegation.created":
             self._live["delegations"] += 1
             delegation = event.get("delegation") or {}
@@ -1311,19 +1312,31 @@ class RealtimeSession:
                 if isinstance(item, dict) and item.get("type") == "function_call":
                     self._start_live_tool(item, event.get("delegation_id"))
 
-    def _live_barge_in(self) -> None:
-        """WebSocket, which has no server-side playout: the user speaks while the assistant's
-        audio still plays here. The model stops itself; when its audio has stopped arriving for
-        ``LIVE_BARGE_IN_GAP_S``, what is still buffered is flushed (it would talk over the user)."""
-        last_audio_ns = int(getattr(self._transport, "last_audio_delta_ns", 0))
-        if self._transport.server_output_buffer or not last_audio_ns:
-            return
-        downlink = self._engine.downlink
-        buffered = int(downlink.stats.get("pcm_buffered_samples", 0))
-        quiet_ns = time.monotonic_ns() - last_audio_ns
-        if buffered > 0 and quiet_ns >= LIVE_BARGE_IN_GAP_S * 1e9:
-            downlink.flush()
-            self._barge_ins += 1
+    async def _live_playout_watch(self) -> None:
+        """Live over WebSocket, which has no server-side playout: the model stops itself when
+        the user barges in, but what it sent before still waits here for the speaker. Every
+        ``LIVE_WATCH_S`` the rule of :func:`rtvoice.live.should_flush_playout` decides whether
+        to flush it."""
+        while True:
+            await asyncio.sleep(LIVE_WATCH_S)
+            transport = self._transport
+            if self.state != "connected" or transport.server_output_buffer:
+                continue
+            received = int(getattr(transport, "audio_samples_received", 0))
+            played = self._engine.downlink.media_samples_played
+            pending_ms = received / 24.0 - played * 1000.0 / self._audio_options.output_rate_hz
+            if transport is not self._flush_basis[0]:
+                self._flush_basis = (transport, pending_ms)
+            buffered_ms = pending_ms - self._flush_basis[1]
+            if live.should_flush_playout(
+                now_ns=time.monotonic_ns(),
+                last_output_ns=int(getattr(transport, "last_audio_delta_ns", 0)),
+                buffered_ms=buffered_ms,
+                last_voiced_ns=int(self._engine.uplink.stats["last_voiced_ns"]),
+            ):
+                self._engine.downlink.flush()
+                self._flush_basis = (transport, pending_ms)
+                self._barge_ins += 1
 
     def _live_session_closed(self, reason: str) -> None:
         self._live["closed_reason"] = reason

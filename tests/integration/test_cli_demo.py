@@ -59,3 +59,20 @@ def test_demo_falls_back_to_websocket_when_ice_is_blocked(
     assert summary["transport"] == "websocket"
     assert "ICE" in summary["transport_fallback"]
     assert summary["packets_sent"] > 50
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "websocket"])
+def test_demo_holds_a_live_api_conversation(
+    transport: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["demo", "--model", "gpt-live-1", "--transport", transport, "--json"])
+    assert status == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["api"] == "live"
+    assert str(summary["call_id"]).startswith("live_")
+    assert summary["events"]["session.started"] == 1
+    assert summary["events"]["session.output_transcript.delta"] >= 1
+    assert summary["transcripts"]
+    assert summary["transcripts"][0].startswith("You said")
+    assert summary["played_seconds"] > 1.0
+    assert len(summary["turns"]) >= 1

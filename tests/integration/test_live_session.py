@@ -114,6 +114,15 @@ def test_a_live_conversation_over_both_transports(transport: str) -> None:
                 assert said.strip() == "hello there"
                 assert live.utterances
                 assert session.metrics.live["usage"].get("seconds", 0) > 0
+                if transport == "websocket":
+                    # The end of a reply with nobody speaking is no barge-in: it all plays out.
+                    ws = session.transport
+                    await until(lambda: all(r.done for r in live.replies), "the reply to end")
+                    await asyncio.sleep(0.5)
+                    received_ms = ws.audio_samples_received / 24.0  # type: ignore[attr-defined]
+                    played_ms = session.downlink.media_samples_played / 48.0
+                    assert session.metrics.barge_ins == 0
+                    assert played_ms >= received_ms - 100.0
                 await session.mute()
                 await until(lambda: live.muted, "muted")
                 await session.unmute()

@@ -403,6 +403,10 @@ class WebSocketTransport(ThreadedTransport):
             return
         if not self._created.is_set() and f'"{self._ready_type}"' in text[:200]:
             self._created.set()
+            if self.api == "live":  # the Live session's id names the call
+                with contextlib.suppress(ValueError, AttributeError, TypeError):
+                    session_id = json.loads(text).get("session", {}).get("id")
+                    self.call_id = session_id if isinstance(session_id, str) else None
         if self.api == "live" and '"session.closed"' in text[:200] and self._live_closed:
             self._live_closed.set()
         self._to_app(self._deliver, text)

@@ -404,5 +404,13 @@ def error_from_event(event: Mapping[str, Any]) -> ServerEventError:
         type=err.get("type") if isinstance(err.get("type"), str) else None,
         code=code,
         param=err.get("param") if isinstance(err.get("param"), str) else None,
-        event_id=err.get("event_id") if isinstance(err.get("event_id"), str) else None,
+        event_id=_first_str(err, "event_id", "client_event_id"),
     )
+
+
+def _first_str(mapping: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = mapping.get(key)
+        if isinstance(value, str):
+            return value
+    return None

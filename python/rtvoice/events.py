@@ -39,10 +39,15 @@ __all__ = [
     "GA_SERVER_EVENT_TYPES",
     "MALFORMED_EVENT",
     "ApiVersion",
+    "DelegatedResponseEvent",
+    "DelegationCreated",
     "ErrorEvent",
     "EventCodec",
     "FunctionCallArgumentsDone",
+    "InfoEvent",
     "InputAudioCommitted",
+    "LiveSessionClosed",
+    "LiveTranscriptDelta",
     "MalformedEvent",
     "OutputAudioBufferEvent",
     "RateLimitsUpdated",
@@ -53,6 +58,7 @@ __all__ = [
     "SpeechStopped",
     "TranscriptDelta",
     "TranscriptDone",
+    "UsageUpdated",
     "conversation_item_create_text",
     "conversation_item_truncate",
     "function_call_output",
@@ -295,6 +301,64 @@ class RateLimitsUpdated(ServerEvent):
     rate_limits: list[dict[str, Any]] = field(default_factory=list)
 
 
+# The Live API's server events (``session.started`` is a :class:`SessionEvent`).
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSessionClosed(ServerEvent):
+    """``session.closed``: ``reason`` is close_requested, expired, content, remote_hangup or
+    connection_lost; ``usage`` the session's final usage."""
+
+    reason: str = ""
+    usage: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveTranscriptDelta(ServerEvent):
+    """``session.input_transcript.delta`` / ``session.output_transcript.delta``, positioned on
+    the session's timeline (ms from its start)."""
+
+    delta: str = ""
+    start_ms: int = 0
+    end_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DelegationCreated(ServerEvent):
+    """``session.delegation.created``: the model hands a task to ``target`` (client, responses
+    or decisions); no task text."""
+
+    delegation_id: str | None = None
+    target: str | None = None
+    response_id: str | None = None
+    offset_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DelegatedResponseEvent(ServerEvent):
+    """``response.event``: one event of a delegated Responses stream (``event``)."""
+
+    event: dict[str, Any] = field(default_factory=dict, repr=False)
+    event_type: str | None = None
+    delegation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageUpdated(ServerEvent):
+    """``session.usage.updated``: cumulative ``usage`` (seconds) and the context window."""
+
+    usage: dict[str, Any] = field(default_factory=dict)
+    context_window: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InfoEvent(ServerEvent):
+    """``info``: a notice that is no error (e.g. ``data_channel_permissions``)."""
+
+    code: str | None = None
+    message: str = ""
+
+
 def _s(d: Mapping[str, Any], key: str) -> str | None:
     v = d.get(key)
     return v if isinstance(v, str) else None
@@ -338,9 +402,10 @@ def _typed(data: dict[str, Any], beta_type: str | None) -> ServerEvent:
             message=_s(err, "message") or "",
             error_type=_s(err, "type"),
             param=_s(err, "param"),
-            client_event_id=_s(err, "event_id"),
+            # Realtime quotes the client event as event_id, Live as client_event_id.
+            client_event_id=_s(err, "event_id") or _s(err, "client_event_id"),
         )
-    if t in ("session.created", "session.updated"):
+    if t in ("session.created", "session.updated", "session.started"):
         sess = _d(data, "session")
         return SessionEvent(**base, session=sess, session_id=_s(sess, "id"))
     if t in ("response.created", "response.done"):
@@ -390,6 +455,41 @@ def _typed(data: dict[str, Any], beta_type: str | None) -> ServerEvent:
             item_id=_s(data, "item_id"),
             response_id=_s(data, "response_id"),
         )
+    if t == "session.closed":
+        return LiveSessionClosed(**base, reason=_s(data, "reason") or "", usage=_d(data, "usage"))
+    if t in ("session.input_transcript.delta", "session.output_transcript.delta"):
+        return LiveTranscriptDelta(
+            **base,
+            delta=_s(data, "delta") or "",
+            start_ms=_i(data, "start_ms"),
+            end_ms=_i(data, "end_ms"),
+        )
+    if t == "session.delegation.created":
+        delegation = _d(data, "delegation")
+        return DelegationCreated(
+            **base,
+            delegation_id=_s(delegation, "id"),
+            target=_s(delegation, "target"),
+            response_id=_s(delegation, "response_id"),
+            offset_ms=_i(data, "offset_ms"),
+        )
+    if t == "response.event":
+        nested = _d(data, "event")
+        return DelegatedResponseEvent(
+            **base,
+            event=nested,
+            event_type=_s(nested, "type"),
+            delegation_id=_s(data, "delegation_id"),
+        )
+    if t == "session.usage.updated":
+        window = data.get("context_window")
+        return UsageUpdated(
+            **base,
+            usage=_d(data, "usage"),
+            context_window=window if isinstance(window, dict) else None,
+        )
+    if t == "info":
+        return InfoEvent(**base, code=_s(data, "code"), message=_s(data, "message") or "")
     if t == "rate_limits.updated":
         limits = data.get("rate_limits")
         return RateLimitsUpdated(

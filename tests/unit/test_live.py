@@ -125,3 +125,100 @@ def test_close_reasons(reason: str, outcome: str) -> None:
     assert live.CLOSE_OUTCOMES[reason] == outcome
     assert live.is_live_model("gpt-live-1.1")
     assert not live.is_live_model("gpt-realtime")
+
+
+def test_live_server_events_decode_to_typed_events() -> None:
+    import json
+
+    from rtvoice import events
+
+    codec = events.EventCodec()
+    sent = codec.prepare(live.mute())
+
+    def decode(data: dict[str, Any]) -> events.ServerEvent:
+        return codec.decode(json.dumps(data))
+
+    started = decode({"type": "session.started", "event_id": "e1", "session": {"id": "live_1"}})
+    assert isinstance(started, events.SessionEvent)
+    assert started.session_id == "live_1"
+    closed = decode(
+        {
+            "type": "session.closed",
+            "event_id": "e2",
+            "reason": "expired",
+            "session": {},
+            "usage": {"seconds": 3},
+        }
+    )
+    assert isinstance(closed, events.LiveSessionClosed)
+    assert closed.reason == "expired"
+    assert closed.usage == {"seconds": 3}
+    delta = decode(
+        {
+            "type": "session.input_transcript.delta",
+            "event_id": "e3",
+            "delta": "hi",
+            "start_ms": 10,
+            "end_ms": 20,
+        }
+    )
+    assert isinstance(delta, events.LiveTranscriptDelta)
+    assert (delta.delta, delta.start_ms, delta.end_ms) == ("hi", 10, 20)
+    created = decode(
+        {
+            "type": "session.delegation.created",
+            "event_id": "e4",
+            "offset_ms": 5,
+            "delegation": {
+                "id": "d1",
+                "type": "delegation",
+                "target": "responses",
+                "response_id": "r1",
+            },
+        }
+    )
+    assert isinstance(created, events.DelegationCreated)
+    assert (created.delegation_id, created.target, created.response_id) == ("d1", "responses", "r1")
+    nested = decode(
+        {
+            "type": "response.event",
+            "event_id": "e5",
+            "delegation_id": "d1",
+            "event": {"type": "response.completed"},
+        }
+    )
+    assert isinstance(nested, events.DelegatedResponseEvent)
+    assert nested.event_type == "response.completed"
+    usage = decode(
+        {
+            "type": "session.usage.updated",
+            "event_id": "e6",
+            "usage": {"seconds": 1.5},
+            "context_window": {"usage_ratio": 0.1},
+        }
+    )
+    assert isinstance(usage, events.UsageUpdated)
+    assert usage.usage["seconds"] == 1.5
+    info = decode(
+        {"type": "info", "event_id": "e7", "code": "data_channel_permissions", "message": "m"}
+    )
+    assert isinstance(info, events.InfoEvent)
+    assert info.code == "data_channel_permissions"
+    # A Live error names the client event as client_event_id; it is matched all the same.
+    error = decode(
+        {
+            "type": "error",
+            "event_id": "e8",
+            "error": {
+                "type": "invalid_request_error",
+                "code": "x",
+                "message": "no",
+                "client_event_id": sent["event_id"],
+            },
+        }
+    )
+    assert isinstance(error, events.ErrorEvent)
+    assert error.client_event_id == sent["event_id"]
+    assert error.client_event is not None
+    assert error.client_event["type"] == "session.input_audio.mute"
+    assert error.exception().event_id == sent["event_id"]

@@ -504,6 +504,7 @@ class RealtimeSession:
         self._expires_at: float | None = None
         # The session.created / session.updated of a call being restored, and when they came.
         self._next_session: list[tuple[events.ServerEvent, float]] = []
+        self._restore_snapshot: list[str] = []
         self._closers: set[asyncio.Task[None]] = set()
         self._resilience: dict[str, Any] = {
             "reconnects": 0,
@@ -906,9 +907,10 @@ class RealtimeSession:
             self._send_queue.put(text, event_id, event)
             self._resilience["events_queued"] += 1
             return event_id
+        # Noted before it goes: a restore that starts while it is on its way replays it.
+        self._note_client_event(event)
         await self._transport.send_text(text)
         self._codec.note_sent()
-        self._note_client_event(event)
         return event_id
 
     @staticmethod
@@ -1575,6 +1577,9 @@ class RealtimeSession:
                 transport: Transport | None = None
                 try:
                     transport, generation = await self._new_call()
+                    # What the history held at the restore: a recycle later adds only what came
+                    # after it (older items the budget left out stay out).
+                    self._restore_snapshot = self._history.ids
                     restored, left_out = await self._restore(transport)
                     return transport, generation, attempt, restored, left_out
                 except errors.RtvoiceError as exc:
@@ -1627,13 +1632,13 @@ class RealtimeSession:
                     logger.info("switching to the new call (%s)", reason)
                     self._switching = True  # from here sends wait for the new call
                     try:
-                        more, more_left = await self._restore(transport, skip=restored)
+                        more, _ = await self._restore(transport, skip=self._restore_snapshot)
                     except errors.RtvoiceError:
                         self._forget_call(transport, generation)
                         await transport.close()
                         self._switching = False
                         continue
-                    restored, left_out = restored + more, more_left
+                    restored = restored + more
                     if not self._old_call_lost:
                         self._interrupt_response(reason)
                         self._retire(self._transport)

@@ -657,3 +657,26 @@ def test_close_while_reconnecting_ends_at_once_and_leaves_nothing(transport: str
             assert rec.states()[-1] == "closed"
 
     run(main)
+
+
+def test_a_recycle_restores_within_the_budget_and_adds_only_what_came_after() -> None:
+    async def main() -> None:
+        async with (
+            Simulator(session_max_s=8.0, reply_text=lambda heard: "Noted, thank you.") as sim,
+            session_for(sim, "websocket", recycle_before_s=2.0, restore_max_items=3) as session,
+        ):
+            rec = Recorder(session)
+            for i in range(3):
+                await converse(session, rec, f"question {i}")
+            recycled = await rec.wait_for("rtvoice.recycled", timeout_s=15)
+            second = sim.calls[sim._call_order[1]]
+            ids = [item["id"] for item in replayed_items(second)]
+            assert len(ids) == len(set(ids))  # nothing replayed twice
+            texts = [t for _, t in item_texts(replayed_items(second))]
+            # The 3 most recent, in order.
+            assert texts == ["Noted, thank you.", "question 2", "Noted, thank you."]
+            assert recycled.get("items_restored") == 3
+            assert recycled.get("items_not_restored") == 3
+            await rec.stop()
+
+    run(main)

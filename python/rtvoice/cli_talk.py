@@ -155,16 +155,16 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
     from rtvoice.session import connect
 
     latency = _latency(args.latency)
-    # Devices first: a missing library or device is reported before anything connects.
+    api_key = api_key_from(args)
+    if not api_key:
+        raise CliError("no API key: set OPENAI_API_KEY or pass --api-key-file PATH")
+    # A missing library or device is reported before anything connects.
     try:
         import_sounddevice()
         mic = resolve_device(args.input_device, "input")
         speaker = resolve_device(args.output_device, "output")
     except DeviceError as exc:
         raise CliError(str(exc)) from exc
-    api_key = api_key_from(args)
-    if not api_key:
-        raise CliError("no API key: set OPENAI_API_KEY or pass --api-key-file PATH")
     vp = VoiceProcessing(
         aec=not args.no_aec,
         noise_suppression=not args.no_noise_suppression,

@@ -138,7 +138,10 @@ def _sounddevice() -> Any:
 
 
 class MicrophoneSource:
-    """The default input device through sounddevice; its callback thread pushes each block."""
+    """The default input device through sounddevice as an :class:`AudioSource` of any session;
+    its callback pushes a copy of each block through ``push`` (Python). The native path, one
+    call into the Uplink per block with voice processing, is
+    :class:`rtvoice.audio.devices.DeviceStreams` (what ``rtvoice talk`` uses)."""
 
     def __init__(self, rate_hz: int = 48000, block_ms: int = 10, device: Any = None) -> None:
         self.rate_hz = rate_hz
@@ -174,7 +177,8 @@ class MicrophoneSource:
 
 class SpeakerSink:
     """The default output device; its callback pulls from a session's downlink (the device is
-    the playout clock)."""
+    the playout clock) through ``pull`` (Python); see
+    :class:`rtvoice.audio.devices.DeviceStreams` for the native path."""
 
     def __init__(self, rate_hz: int = 48000, block_ms: int = 10, device: Any = None) -> None:
         self.rate_hz = rate_hz

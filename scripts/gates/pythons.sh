@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Python versions gate: every CPython the package claims (requires-python, the wheel matrix)
-# installs with its dependencies and passes tests/unit; a machine without libopus fails the
-# build with a message naming the package to install.
+# installs with its dependencies and passes tests/unit; a machine without libopus, or without
+# both echo canceller libraries, fails the build with a message naming the packages to install.
 #  1. libopus missing: a configure-only CMake run of this tree finds libopus; the same run with
 #     libopus made invisible (PKG_CONFIG_LIBDIR at an empty directory, no PKG_CONFIG_PATH,
 #     CMAKE_DISABLE_FIND_PACKAGE_Opus=ON) must fail, and so must `pip install` of the sdist, both
-#     with output naming libopus-dev. No compilation happens in this step.
+#     with output naming libopus-dev. Likewise with only libopus visible to pkg-config (neither
+#     webrtc-audio-processing nor speexdsp): the configure must fail naming
+#     libwebrtc-audio-processing-dev and libspeexdsp-dev. No compilation happens in this step.
 #  2. For each supported interpreter (SUPPORTED below, or RTVOICE_PYTHONS="3.12 3.13"), looked up
 #     as $(pyenv root)/versions/3.X.*/bin/python3.X or python3.X on PATH: a venv in
 #     build/gates/pythons/3.X, `pip install .[test]` from this tree (dependencies as wheels only,
@@ -43,6 +45,25 @@ else
   echo "pythons: cmake configure, libopus hidden: failed as it must:"
   sed -n '/^-- Checking for module .opus./,/^-- Configuring incomplete/p' "$out/opus-hidden.log" |
     grep -v '^$' | sed 's/^/    /'
+fi
+
+echo "--- pythons: echo canceller libraries missing -> the build names them"
+opus_only="$out/opus-only-pkgconfig"
+rm -rf "$opus_only" "$out/processing-hidden"
+mkdir -p "$opus_only"
+cp "$(pkg-config --variable=pcfiledir opus)/opus.pc" "$opus_only/"
+if env -u PKG_CONFIG_PATH PKG_CONFIG_LIBDIR="$opus_only" cmake -S . -B "$out/processing-hidden" \
+  >"$out/processing-hidden.log" 2>&1; then
+  echo "pythons: the configure without echo canceller libraries succeeded" >&2
+  status=1
+elif ! grep -q 'libwebrtc-audio-processing-dev' "$out/processing-hidden.log" ||
+  ! grep -q 'libspeexdsp-dev' "$out/processing-hidden.log"; then
+  cat "$out/processing-hidden.log"
+  echo "pythons: the configure without echo canceller libraries did not name both packages" >&2
+  status=1
+else
+  echo "pythons: cmake configure, echo canceller libraries hidden: failed as it must:"
+  grep -E 'apt-get install|echo canceller' "$out/processing-hidden.log" | sed 's/^/    /'
 fi
 
 # Finds a CPython $1 (major.minor): prints its path, or nothing.

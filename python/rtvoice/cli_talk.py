@@ -16,8 +16,10 @@ from typing import Any
 
 __all__ = ["add_devices_parser", "add_talk_parser", "run_devices", "run_talk"]
 
-# How often talk refreshes its status line and checks the devices and the deadline.
+# How often talk checks the devices and the deadline and refreshes its status line on a
+# terminal; into a file or pipe the line is written every STATUS_LOG_S.
 TICK_S = 0.25
+STATUS_LOG_S = 2.0
 
 
 # --------------------------------------------------------------------------------- devices
@@ -241,6 +243,7 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
         deadline = None if args.seconds is None else t_start + args.seconds
         # The deadline and the devices are checked on a timer, not on server events: a server
         # that sends nothing cannot keep the call open.
+        next_status = time.monotonic()
         try:
             while deadline is None or time.monotonic() < deadline:
                 if failed.is_set():
@@ -249,9 +252,10 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
                     streams.check()
                 except DeviceError as exc:
                     raise CliError(str(exc)) from exc
-                if live:
+                if live and (log.isatty() or time.monotonic() >= next_status):
                     end = "\r" if log.isatty() else "\n"
                     print(talk_status_line(session.metrics), end=end, file=log, flush=True)
+                    next_status = time.monotonic() + STATUS_LOG_S
                 await asyncio.sleep(TICK_S)
         except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
             interrupted = True

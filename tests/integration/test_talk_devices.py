@@ -53,8 +53,9 @@ def _run_talk(
     speech: Path | None = None,
     speak_after_s: float = 1.5,
     timeout_s: float = 40,
+    quiet: bool = True,
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
-    cmd = talk_command(sim, tmp_path / "key", "--json", "--quiet", *args)
+    cmd = talk_command(sim, tmp_path / "key", "--json", *(["--quiet"] if quiet else []), *args)
     proc = subprocess.Popen(
         cmd, env=pulse.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -131,11 +132,17 @@ def test_talk_hangs_up_after_seconds_when_the_server_sends_nothing(
     pulse: PulseServer, simulator: SimulatorThread, tmp_path: Path
 ) -> None:
     # Nobody speaks: after session.created the server sends no event at all.
-    done, summary = _run_talk(pulse, simulator, tmp_path, "--seconds", "2", timeout_s=25)
+    done, summary = _run_talk(
+        pulse, simulator, tmp_path, "--seconds", "2", timeout_s=25, quiet=False
+    )
     assert done.returncode == 0, done.stderr
     assert summary is not None
     assert 2.0 <= summary["seconds"] < 4.0
     assert "hung up after" in done.stderr
+    # The live status line: state, levels, RTT, jitter buffer, AEC state, device xruns.
+    status = [line for line in done.stderr.splitlines() if line.startswith("connected ")]
+    assert status
+    assert all(k in status[-1] for k in ("dBFS", "rtt", "jb", "aec on", "xruns"))
 
 
 def _echo_run(

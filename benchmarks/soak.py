@@ -157,6 +157,11 @@ async def soak(args: argparse.Namespace, conn: Connection, base_url: str, key: s
         speaker = Speaker(session)
         speaker.start()
         await asyncio.sleep(args.warmup)
+        if args.trace:
+            import tracemalloc
+
+            tracemalloc.start(8)
+            trace_start = tracemalloc.take_snapshot()
         rss_start = rss_kb()
         started = time.monotonic()
         end = started + args.minutes * 60
@@ -195,6 +200,14 @@ async def soak(args: argparse.Namespace, conn: Connection, base_url: str, key: s
             await asyncio.sleep(0.2)
         await asyncio.sleep(2.0)
         rss_end = rss_kb()
+        if args.trace:
+            import tracemalloc
+
+            top = tracemalloc.take_snapshot().compare_to(trace_start, "filename")
+            print("  python heap growth by file (tracemalloc):")
+            for stat in top[:12]:
+                print(f"    {stat.size_diff / 1024:+9.1f} KiB  {stat.traceback[0].filename}")
+            tracemalloc.stop()
         metrics = await session.refresh_metrics()
         speaker.stopped.set()
         speaker.join(2)
@@ -244,6 +257,7 @@ def main() -> int:
     parser.add_argument("--fault-every", type=float, default=120.0, help="seconds between faults")
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before the first RSS")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--trace", action="store_true", help="print Python heap growth by file")
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()

@@ -72,6 +72,8 @@ LIVE_WS_FORMAT = {"type": "audio/pcm", "rate": 24000}
 SESSION_EVENTS = frozenset({"session.created", "session.updated", "session.started"})
 # Live over WebSocket: how often the barge-in rule looks at the playout buffer.
 LIVE_WATCH_S = 0.05
+# Input dropped after a reconnect is taken out of the uplink this many frames at a time.
+DROP_CHUNK_FRAMES = 2400
 # Live: refusals of a fork before a new session is started with the conversation instead.
 LIVE_FORK_TRIES = 3
 RECONNECTED_EVENT = "rtvoice.reconnected"
@@ -302,7 +304,7 @@ class RealtimeSession:
         record_output_s: float = 5.0,
         input_buffer_s: float = 5.0,
         headless_playout: bool = True,
-        jitter_target_ms: int = 60,
+        jitter_target_ms: int = 30,
         opus_bitrate_bps: int = 32000,
         ws_chunk_ms: int = 20,
         barge_in: bool = True,
@@ -1682,9 +1684,15 @@ class RealtimeSession:
         dropped = int(stats["frames_dropped"]) - getattr(self, "_dropped_at_loss", 0)
         pending = int(stats["pending_input_frames"])
         excess = pending - int(self._reconnect_audio_s * uplink.input_rate)
-        if excess > 0:
-            uplink.take_input(excess)
-            dropped += excess
+        while excess > 0:
+            # In small pieces: a few seconds taken at once would be one large temporary array,
+            # and glibc answers a freed large block by raising its mmap threshold, after which
+            # such arrays come from the heap and fragment it (the process's RSS grows).
+            taken = int(uplink.take_input(min(excess, DROP_CHUNK_FRAMES)).shape[0])
+            if taken == 0:
+                break
+            excess -= taken
+            dropped += taken
         self._resilience["audio_dropped_ms"] += max(dropped, 0) * 1000.0 / uplink.input_rate
 
     async def _switch_to(self, transport: Transport, generation: int) -> bool:

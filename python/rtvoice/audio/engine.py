@@ -67,7 +67,7 @@ class AudioOptions:
     """
 
     output_rate_hz: int = 48000
-    start_delay_ms: int = 60
+    start_delay_ms: int = 30
     opus_bitrate_bps: int = 32000
     input_buffer_s: float = 5.0
     record_output_s: float = 5.0

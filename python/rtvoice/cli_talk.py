@@ -8,10 +8,12 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_devices_parser", "add_talk_parser", "run_devices", "run_talk"]
@@ -104,6 +106,12 @@ def add_talk_parser(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.add_argument("--quiet", action="store_true", help="no live status line")
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="write the call's QoE report (PATH.html or PATH.png; needs the report extra)",
+    )
     p.set_defaults(func=run_talk)
 
 
@@ -157,6 +165,14 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
     from rtvoice.session import connect
 
     latency = _latency(args.latency)
+    report_path: Path | None = getattr(args, "report", None)
+    if report_path is not None:
+        from rtvoice import qoe
+
+        if report_path.suffix.lower() not in (".html", ".htm", ".png"):
+            raise CliError(f"--report {report_path}: the report is a .html or .png file")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise CliError(f"--report needs matplotlib: {qoe.REPORT_EXTRA}")
     api_key = api_key_from(args)
     if not api_key:
         raise CliError("no API key: set OPENAI_API_KEY or pass --api-key-file PATH")
@@ -281,7 +297,12 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
         "uplink": metrics.uplink,
         "downlink": metrics.downlink,
         "jitter_buffer": metrics.jitter_buffer,
+        "report": str(report_path) if report_path else None,
     }
+    if report_path is not None:
+        from rtvoice import qoe
+
+        qoe.write_session_report(report_path, session)
     print(
         f"rtvoice talk: hung up after {summary['seconds']} s"
         + (" (interrupted)" if interrupted else ""),

@@ -98,9 +98,12 @@ def test_talk_holds_a_conversation_through_the_devices(
     pulse: PulseServer, simulator: SimulatorThread, tmp_path: Path, speech: Path
 ) -> None:
     played = tmp_path / "speaker.raw"
+    report = tmp_path / "talk.html"
     recorder = pulse.record_speaker(played)
     try:
-        done, summary = _run_talk(pulse, simulator, tmp_path, "--seconds", "8", speech=speech)
+        done, summary = _run_talk(
+            pulse, simulator, tmp_path, "--seconds", "8", "--report", str(report), speech=speech
+        )
     finally:
         recorder.terminate()
         recorder.wait(5)
@@ -126,6 +129,10 @@ def test_talk_holds_a_conversation_through_the_devices(
     assert summary["downlink"]["device_blocks"] > 300
     assert summary["uplink"]["device_input_overflows"] == 0
     assert summary["uplink"]["frames_dropped"] == 0
+    # --report: the call's QoE report, with its plots inline.
+    assert summary["report"] == str(report)
+    html = report.read_text()
+    assert "data:image/png;base64," in html
 
 
 def test_talk_hangs_up_after_seconds_when_the_server_sends_nothing(

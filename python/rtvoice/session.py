@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from rtvoice import _checks, auth, errors, events, live, qoe, resilience
 from rtvoice._core import Downlink, Uplink
-from rtvoice.audio.engine import AudioEngine, AudioOptions
+from rtvoice.audio.engine import AudioEngine, AudioOptions, VoiceProcessing
 from rtvoice.resilience import ReconnectPolicy
 from rtvoice.transports.base import ConnectTimings, MediaGate, Transport
 from rtvoice.transports.webrtc import WebRTCTransport
@@ -275,6 +275,10 @@ class RealtimeSession:
     events that were never sent). Of the audio pushed meanwhile, the last
     ``reconnect_audio_s`` is sent after the restore; the rest is dropped and counted.
 
+    ``voice_processing`` (a :class:`rtvoice.audio.engine.VoiceProcessing`): echo cancellation,
+    noise suppression, gain control and a high-pass filter on the capture path, in the native
+    core, against what the downlink hands to the speaker (for sound devices).
+
     Recycling (``recycle``, default on): before the server ends the session (its
     ``expires_at``, else ``max_session_s`` after it started), ``recycle_before_s`` ahead, at a
     turn boundary, a second call is opened and restored, the audio switched to it, and only then
@@ -326,6 +330,7 @@ class RealtimeSession:
         store: bool = False,
         delegation_model: str = "gpt-5-mini",
         on_delegation: Callable[[dict[str, Any]], Any] | None = None,
+        voice_processing: VoiceProcessing | None = None,
     ) -> None:
         if transport not in ("webrtc", "websocket", "auto"):
             raise ValueError(
@@ -378,6 +383,7 @@ class RealtimeSession:
             record_output_s=record_output_s if record_output else 0.0,
             headless_playout=headless_playout,
             ws_chunk_ms=ws_chunk_ms,
+            voice_processing=voice_processing,
         )
         self.model = model
         self.api_version = api_version

@@ -178,3 +178,22 @@ def test_a_reconnect_policy_is_accepted_and_exported() -> None:
         base_url="http://127.0.0.1:9/v1", api_key="sk-test-0123456789", reconnect=policy
     )
     assert session._policy is policy
+
+
+def test_voice_processing_is_a_session_option() -> None:
+    import rtvoice
+    from rtvoice.audio.engine import VoiceProcessing
+
+    with_vp = rtvoice.connect(
+        base_url="http://127.0.0.1:9/v1",
+        api_key="sk-test-0123456789",
+        transport="webrtc",
+        voice_processing=VoiceProcessing(agc=False),
+    )
+    processing = with_vp.metrics.uplink["processing"]
+    assert processing["aec"] is True
+    assert processing["agc"] is False
+    plain = rtvoice.connect(
+        base_url="http://127.0.0.1:9/v1", api_key="sk-test-0123456789", transport="webrtc"
+    )
+    assert plain.metrics.uplink.get("processing") is None

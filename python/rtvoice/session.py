@@ -465,6 +465,8 @@ class RealtimeSession:
         self._live_generation = 1
         self._restoring_generation: int | None = None
         self._gates: dict[int, tuple[MediaGate, MediaGate]] = {}
+        # One consumer at a time for the native uplink, whichever call's thread asks.
+        self._uplink_lock = threading.Lock()
         self._transport: Transport = self._make_transport(self._next_generation(), is_open=True)
         self._fallback_reason: str | None = None
         self._barge_in = barge_in
@@ -565,7 +567,7 @@ class RealtimeSession:
         (open: it carries the audio at once; closed: until :meth:`_switch_to`)."""
         engine = self._engine
         up, down = (
-            MediaGate(engine.uplink, is_open=is_open),
+            MediaGate(engine.uplink, is_open=is_open, lock=self._uplink_lock),
             MediaGate(engine.downlink, is_open=is_open),
         )
         self._gates[generation] = (up, down)
@@ -1445,9 +1447,13 @@ class RealtimeSession:
         self._call_down(reason)
         self._start_replacing(reason, recycle=recycle, make_before_break=False)
 
-    def _start_replacing(self, reason: str, *, recycle: bool, make_before_break: bool) -> None:
+    def _start_replacing(
+        self, reason: str, *, recycle: bool, make_before_break: bool, urgent: bool = False
+    ) -> None:
         task = asyncio.ensure_future(
-            self._replace(reason, recycle=recycle, make_before_break=make_before_break)
+            self._replace(
+                reason, recycle=recycle, make_before_break=make_before_break, urgent=urgent
+            )
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -1614,7 +1620,9 @@ class RealtimeSession:
         assert last is not None
         raise last
 
-    async def _replace(self, reason: str, *, recycle: bool, make_before_break: bool) -> None:
+    async def _replace(
+        self, reason: str, *, recycle: bool, make_before_break: bool, urgent: bool = False
+    ) -> None:
         """Open a new call, restore the conversation into it and switch the session to it.
 
         Reconnecting (the old call is gone): with the policy's backoff. Recycling
@@ -1636,7 +1644,8 @@ class RealtimeSession:
                     self._give_up(reason, exc)
                     return
                 if not self._old_call_lost:
-                    await self._wait_for_turn_boundary()
+                    if not urgent:
+                        await self._wait_for_turn_boundary()
                     logger.info("switching to the new call (%s)", reason)
                     self._switching = True  # from here sends wait for the new call
                     try:
@@ -1842,7 +1851,8 @@ class RealtimeSession:
         if self._replacing is not None or self.state != "connected":
             return
         if self._recycle or self._policy is not None:
-            self._start_replacing(message, recycle=True, make_before_break=True)
+            # The server ends the call in a moment: switch as soon as the next call is ready.
+            self._start_replacing(message, recycle=True, make_before_break=True, urgent=True)
 
     # ------------------------------------------------------------------ metrics
 

@@ -570,17 +570,29 @@ def test_the_session_is_recycled_before_its_limit_at_a_turn_boundary(transport: 
     run(main, timeout_s=60)
 
 
-def test_a_session_expired_error_recycles() -> None:
+def test_a_session_expired_error_recycles_at_once_even_mid_response() -> None:
     async def main() -> None:
-        async with Simulator() as sim, session_for(sim, "webrtc") as session:
+        long_reply = "this answer goes on and on " * 20
+        async with (
+            Simulator(reply_audio="synth", reply_text=lambda heard: long_reply) as sim,
+            session_for(sim, "webrtc") as session,
+        ):
             rec = Recorder(session)
             await converse(session, rec, "hello")
             old = sim.last_call
             assert old is not None
-            await old.expire_session(how="error", close_after_s=2.0)
+            await session.send_text("tell me a long story")
+            await rec.wait_for("response.created", timeout_s=10)
+            # The server ends the call 1.5 s after session_expired: no waiting for the reply
+            # to end, the next call takes over before.
+            expiry = asyncio.ensure_future(old.expire_session(how="error", close_after_s=1.5))
             recycled = await rec.wait_for("rtvoice.recycled")
+            await expiry
+            assert recycled.get("make_before_break") is True
+            assert "reconnecting" not in rec.states()
             assert sim.last_call is not old
-            assert recycled.get("items_restored") == 2
+            assert rec.of("rtvoice.response_interrupted")
+            assert recycled.get("items_restored") >= 2
             await rec.stop()
 
     run(main)

@@ -200,11 +200,16 @@ class MediaGate:
     on the network thread; a packet in flight at the switch goes to the call that took it.
     """
 
-    __slots__ = ("dropped", "is_open", "target")
+    __slots__ = ("_lock", "dropped", "is_open", "target")
 
-    def __init__(self, target: Any, *, is_open: bool = True) -> None:
+    def __init__(
+        self, target: Any, *, is_open: bool = True, lock: threading.Lock | None = None
+    ) -> None:
         self.target = target
         self.is_open = is_open
+        # Shared by the gates of one target: the native uplink has a single consumer, and at a
+        # switch the old call's thread may still be inside pop_due when the new call's asks.
+        self._lock = lock
         # Packets or audio chunks offered while closed.
         self.dropped = 0
 
@@ -212,8 +217,18 @@ class MediaGate:
     def pop_due(self, now_ns: int) -> tuple[bytes, int, int] | None:
         if not self.is_open:
             return None
-        result: tuple[bytes, int, int] | None = self.target.pop_due(now_ns)
-        return result
+        lock = self._lock
+        if lock is None:
+            result: tuple[bytes, int, int] | None = self.target.pop_due(now_ns)
+            return result
+        with lock:
+            if not self._still_open():  # closed while this thread waited
+                return None
+            locked: tuple[bytes, int, int] | None = self.target.pop_due(now_ns)
+            return locked
+
+    def _still_open(self) -> bool:
+        return self.is_open
 
     @property
     def next_due_ns(self) -> int | None:

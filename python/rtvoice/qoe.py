@@ -39,9 +39,11 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "TURN_EVENT",
@@ -269,6 +271,13 @@ class QoePoint:
         return asdict(self)
 
 
+_POINT_FIELDS = tuple(f.name for f in fields(QoePoint))
+_POINT_KINDS = tuple(
+    "bool" if f.type in ("bool", bool) else "int" if f.type in ("int", int) else "float"
+    for f in fields(QoePoint)
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Mark:
     """An event on the series' time axis (turn boundaries, state changes)."""
@@ -295,7 +304,11 @@ class QoeSeries:
     ) -> None:
         self.start_ns = start_ns
         self.rate_hz = rate_hz
-        self.points: deque[QoePoint] = deque(maxlen=max_points)
+        # The points as rows of float32 (None as NaN) in a ring allocated once: an hour of them
+        # is 0.5 MB, and a long call's memory does not grow point by point.
+        self.max_points = max_points
+        self._rows = np.full((max_points, len(_POINT_FIELDS)), np.nan, dtype=np.float32)
+        self._count = 0
         self.marks: deque[Mark] = deque(maxlen=max_marks)
         self.dropped_points = 0
         self.dropped_marks = 0
@@ -367,10 +380,34 @@ class QoeSeries:
             output_level_dbfs=_level_dbfs(delta(down, pd, "output_energy"), played),
         )
         self._prev_up, self._prev_down, self._prev_jb = up, down, jb
-        if len(self.points) == self.points.maxlen:
+        if self._count >= self.max_points:
             self.dropped_points += 1
-        self.points.append(point)
+        row = self._rows[self._count % self.max_points]
+        for index, name in enumerate(_POINT_FIELDS):
+            value = getattr(point, name)
+            row[index] = np.nan if value is None else float(value)
+        self._count += 1
         return point
+
+    @property
+    def points(self) -> list[QoePoint]:
+        """The points kept, oldest first (at most ``max_points``)."""
+        n = min(self._count, self.max_points)
+        first = self._count - n
+        out = []
+        for k in range(first, self._count):
+            row = self._rows[k % self.max_points]
+            values: dict[str, Any] = {}
+            for index, (name, kind) in enumerate(zip(_POINT_FIELDS, _POINT_KINDS, strict=True)):
+                value = float(row[index])
+                if kind == "bool":
+                    values[name] = bool(value)
+                elif kind == "int":
+                    values[name] = int(value)
+                else:
+                    values[name] = None if math.isnan(value) else value
+            out.append(QoePoint(**values))
+        return out
 
 
 # --------------------------------------------------------------------------------- recorder

@@ -252,3 +252,21 @@ def test_report_path_must_be_html_or_png(tmp_path: Any) -> None:
     report = qoe.CallReport(points=[], marks=[], turns=[])
     with pytest.raises(ValueError, match=r"html or \.png"):
         qoe.write_report(tmp_path / "qoe.pdf", report)
+
+
+def test_series_points_keep_their_values_none_and_flags_through_the_ring() -> None:
+    s = qoe.QoeSeries(0, max_points=2)
+    up = {"send_intervals": 0, "sent_samples": 0}
+    for k in range(3):
+        jb = {"current_delay_ms": 25.0, "target_delay_ms": 20.0, "packets_received": 10 * k}
+        down = {"jitter": jb, "media_samples_played": 960 * (k + 1), "samples_pulled": 960}
+        s.sample(k * 500_000_000, up, down, rtt_ms=None if k == 0 else 12.5)
+    points = s.points
+    assert [p.t_s for p in points] == [0.5, 1.0]
+    assert s.dropped_points == 1
+    assert points[-1].rtt_ms == 12.5
+    assert points[-1].playing is True
+    assert points[-1].jb_delay_ms == 25.0
+    assert points[-1].jb_target_ms == 20.0
+    assert points[-1].input_level_dbfs is None
+    assert isinstance(points[-1].fec_recovered, int)

@@ -448,6 +448,7 @@ class RealtimeSession:
         self._live: dict[str, Any] = {
             "usage": {},
             "delegations": 0,
+            "delegation_errors": 0,
             "forks": 0,
             "rebuilt_sessions": 0,
             "closed_reason": None,
@@ -1408,8 +1409,10 @@ class RealtimeSession:
             answer = callback(notice)
             if inspect.isawaitable(answer):
                 answer = await answer
-        except Exception as exc:  # the app's callback: logged, the session goes on
-            logger.warning("on_delegation raised %r", exc)
+        except Exception as exc:  # the app's callback: counted, logged once, the session goes on
+            self._live["delegation_errors"] += 1
+            if self._live["delegation_errors"] == 1:
+                logger.warning("on_delegation raised %r (further failures are only counted)", exc)
             return
         if isinstance(answer, str) and answer:
             await self._send_quietly(live.commentary_append(answer, delegation_id))

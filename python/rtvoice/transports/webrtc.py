@@ -277,31 +277,27 @@ class WebRTCTransport(ThreadedTransport):
         Raises :class:`errors.TransportError` if the channel is not open or the message exceeds
         the SCTP maximum message size the server accepts (it is never dropped silently).
         """
+        self._check_text(text, "send_text()")
+        await self._send_checked([text])
+
+    async def send_texts(self, texts: list[str]) -> None:
+        """Send several events in order in one hop to the network thread (a restore's replay);
+        the same checks as :meth:`send_text`, all made before anything is sent."""
+        for text in texts:
+            self._check_text(text, "send_texts()")
+        await self._send_checked(texts)
+
+    def _check_text(self, text: str, caller: str) -> None:
         if not isinstance(text, str):
-            raise TypeError(f"send_text() takes str, not {type(text).__name__}")
+            raise TypeError(f"{caller} takes str, not {type(text).__name__}")
         size = len(text.encode("utf-8"))
         if self.max_message_bytes and size > self.max_message_bytes:
             raise errors.TransportError(
                 f"data-channel message of {size} bytes exceeds the peer's maximum message size "
                 f"of {self.max_message_bytes} bytes; split it or send less (e.g. smaller images)"
             )
-        if self.state != "connected" or self._rtc is None:
-            raise errors.TransportError(f"cannot send: transport is {self.state}")
-        await self._rtc.run(self._send_on_rtc(text))
-        self.messages_sent += 1
 
-    async def send_texts(self, texts: list[str]) -> None:
-        """Send several events in order in one hop to the network thread (a restore's replay);
-        the same checks as :meth:`send_text`, all made before anything is sent."""
-        for text in texts:
-            if not isinstance(text, str):
-                raise TypeError(f"send_texts() takes str, not {type(text).__name__}")
-            size = len(text.encode("utf-8"))
-            if self.max_message_bytes and size > self.max_message_bytes:
-                raise errors.TransportError(
-                    f"data-channel message of {size} bytes exceeds the peer's maximum message "
-                    f"size of {self.max_message_bytes} bytes"
-                )
+    async def _send_checked(self, texts: list[str]) -> None:
         if self.state != "connected" or self._rtc is None:
             raise errors.TransportError(f"cannot send: transport is {self.state}")
         await self._rtc.run(self._send_many_on_rtc(texts))

@@ -224,19 +224,17 @@ class WebSocketTransport(ThreadedTransport):
         self._set_state("connected")
 
     async def send_text(self, text: str) -> None:
-        if not isinstance(text, str):
-            raise TypeError(f"send_text() takes str, not {type(text).__name__}")
-        if self.state != "connected" or self._rtc is None:
-            raise errors.TransportError(f"cannot send: transport is {self.state}")
-        await self._rtc.run(self._send_on_rtc(text))
-        self.messages_sent += 1
+        await self._send_all([text], "send_text()")
 
     async def send_texts(self, texts: list[str]) -> None:
         """Send several events in order in one hop to the network thread (a restore's replay);
         the same checks as :meth:`send_text`, all made before anything is sent."""
+        await self._send_all(texts, "send_texts()")
+
+    async def _send_all(self, texts: list[str], caller: str) -> None:
         for text in texts:
             if not isinstance(text, str):
-                raise TypeError(f"send_texts() takes str, not {type(text).__name__}")
+                raise TypeError(f"{caller} takes str, not {type(text).__name__}")
         if self.state != "connected" or self._rtc is None:
             raise errors.TransportError(f"cannot send: transport is {self.state}")
         await self._rtc.run(self._send_many_on_rtc(texts))

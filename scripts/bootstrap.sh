@@ -8,7 +8,7 @@ extras="${1:-}"
 # libwebrtc-audio-processing-dev and libspeexdsp-dev: the echo cancellers of the native core;
 # pulseaudio, pulseaudio-utils, libasound2-plugins and libportaudio2: sound devices for `rtvoice
 # talk` and the user-mode PulseAudio server of the device tests.
-apt_packages=(libopus-dev pkg-config g++ espeak-ng libwebrtc-audio-processing-dev libspeexdsp-dev
+apt_packages=(libopus-dev libsrtp2-dev pkg-config g++ espeak-ng libwebrtc-audio-processing-dev libspeexdsp-dev
   pulseaudio pulseaudio-utils libasound2-plugins libportaudio2)
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -8,9 +8,14 @@
 #include <tuple>
 
 #include <chrono>
+#include <cstring>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "common.hpp"
 #include "processing_common.hpp"
+#include "rtvoice/media_engine.hpp"
 #include "rtvoice/pipelines.hpp"
 
 namespace rtvoice::bind {
@@ -244,6 +249,7 @@ class PyUplink {
   }
 
   Uplink& native() { return uplink_; }
+  std::atomic<bool>& network_busy() { return network_busy_; }
   std::atomic<bool>& driven() { return driven_; }
 
  private:
@@ -373,6 +379,7 @@ class PyDownlink {
   }
 
   Downlink& native() { return downlink_; }
+  std::atomic<bool>& network_busy() { return network_busy_; }
   std::atomic<bool>& driven() { return driven_; }
 
  private:
@@ -511,6 +518,294 @@ class PyCaptureDriver : PyDriverBase<CaptureDriver> {
   CaptureDriver driver_;
   std::atomic<bool> writer_busy_{false};
 };
+
+
+// ------------------------------------------------------------------ the native media path
+
+sockaddr_storage parse_address(const std::string& host, int port, socklen_t& len) {
+  if (port <= 0 || port > 65535) throw py::value_error("remote port must be in 1..65535");
+  sockaddr_storage ss{};
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<std::uint16_t>(port));
+    len = sizeof(sockaddr_in);
+    return ss;
+  }
+  std::string h = host;
+  const auto pct = h.find('%');  // a scope suffix ("fe80::1%eth0")
+  if (pct != std::string::npos) h = h.substr(0, pct);
+  if (inet_pton(AF_INET6, h.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<std::uint16_t>(port));
+    len = sizeof(sockaddr_in6);
+    return ss;
+  }
+  throw py::value_error("remote host must be a numeric IPv4 or IPv6 address, got '" + host + "'");
+}
+
+py::tuple address_tuple(const sockaddr_storage& ss) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET6) {
+    const auto& a = reinterpret_cast<const sockaddr_in6&>(ss);
+    inet_ntop(AF_INET6, &a.sin6_addr, text, sizeof(text));
+    return py::make_tuple(std::string(text), ntohs(a.sin6_port), ntohl(a.sin6_flowinfo),
+                          a.sin6_scope_id);
+  }
+  const auto& a = reinterpret_cast<const sockaddr_in&>(ss);
+  inet_ntop(AF_INET, &a.sin_addr, text, sizeof(text));
+  return py::make_tuple(std::string(text), ntohs(a.sin_port));
+}
+
+SrtpProfile parse_profile(const std::string& name) {
+  for (SrtpProfile p : {SrtpProfile::Aes128CmSha1_80, SrtpProfile::AeadAes128Gcm,
+                        SrtpProfile::AeadAes256Gcm}) {
+    if (srtp_profile_name(p) == name) return p;
+  }
+  throw py::value_error("unknown SRTP protection profile '" + name + "'");
+}
+
+std::vector<std::uint8_t> key_bytes(const py::bytes& b) {
+  char* data = nullptr;
+  py::ssize_t len = 0;
+  if (PYBIND11_BYTES_AS_STRING_AND_SIZE(b.ptr(), &data, &len) != 0) throw py::error_already_set();
+  return std::vector<std::uint8_t>(reinterpret_cast<std::uint8_t*>(data),
+                                   reinterpret_cast<std::uint8_t*>(data) + len);
+}
+
+class PyMediaCall {
+ public:
+  PyMediaCall(int fd, const std::string& host, int port, const std::string& profile,
+              const py::bytes& tx_key, const py::bytes& rx_key, std::uint32_t ssrc,
+              int payload_type, py::object uplink, py::object downlink, int seq_offset,
+              std::uint32_t timestamp_offset, const std::string& mid, int mid_id,
+              int abs_send_time_id, const std::string& cname, int rtcp_interval_ms,
+              int python_slots, std::uint32_t seed)
+      : uplink_obj_(std::move(uplink)), downlink_obj_(std::move(downlink)) {
+    MediaCallConfig c;
+    c.fd = fd;
+    c.remote = parse_address(host, port, c.remote_len);
+    c.profile = parse_profile(profile);
+    c.tx_key = key_bytes(tx_key);
+    c.rx_key = key_bytes(rx_key);
+    if (payload_type < 0 || payload_type > 127) {
+      throw py::value_error("payload_type must be in 0..127");
+    }
+    if (seq_offset < 0 || seq_offset > 65535) throw py::value_error("seq_offset must be 0..65535");
+    if (mid.size() > rtp::kMaxMidBytes) throw py::value_error("mid is longer than 16 bytes");
+    if (mid_id < 0 || mid_id > 14 || abs_send_time_id < 0 || abs_send_time_id > 14) {
+      throw py::value_error("header extension ids must be in 0..14 (0: not used)");
+    }
+    if (cname.size() > 255) throw py::value_error("cname is longer than 255 bytes");
+    c.ssrc = ssrc;
+    c.payload_type = static_cast<std::uint8_t>(payload_type);
+    c.seq_offset = static_cast<std::uint16_t>(seq_offset);
+    c.timestamp_offset = timestamp_offset;
+    c.extensions.mid_id = mid.empty() ? 0 : mid_id;
+    std::memcpy(c.extensions.mid, mid.data(), mid.size());
+    c.extensions.mid_len = mid.size();
+    c.extensions.abs_send_time_id = abs_send_time_id;
+    c.cname = cname;
+    c.rtcp_interval_ms = rtcp_interval_ms;
+    c.python_slots = python_slots;
+    c.seed = seed;
+    Uplink* up = nullptr;
+    std::atomic<bool>* up_busy = nullptr;
+    Downlink* down = nullptr;
+    std::atomic<bool>* down_busy = nullptr;
+    if (!uplink_obj_.is_none()) {
+      auto& u = uplink_obj_.cast<PyUplink&>();
+      up = &u.native();
+      up_busy = &u.network_busy();
+    }
+    if (!downlink_obj_.is_none()) {
+      auto& d = downlink_obj_.cast<PyDownlink&>();
+      down = &d.native();
+      down_busy = &d.network_busy();
+    }
+    try {
+      call_ = std::make_shared<MediaCall>(c, up, up_busy, down, down_busy);
+    } catch (const std::invalid_argument& e) {
+      std::fill(c.tx_key.begin(), c.tx_key.end(), 0);
+      std::fill(c.rx_key.begin(), c.rx_key.end(), 0);
+      throw py::value_error(e.what());
+    }
+    std::fill(c.tx_key.begin(), c.tx_key.end(), 0);
+    std::fill(c.rx_key.begin(), c.rx_key.end(), 0);
+    profile_ = profile;
+    host_ = host;
+    port_ = port;
+  }
+
+  ~PyMediaCall() {
+    // The media thread must let go of the Uplink and Downlink before they may be freed.
+    if (started_) {
+      py::gil_scoped_release nogil;
+      MediaEngine::instance().remove(call_);
+    }
+  }
+
+  void start() {
+    if (stopped_) throw std::runtime_error("MediaCall.start: the call was stopped");
+    if (started_) return;
+    MediaEngine::instance().add(call_);
+    started_ = true;
+  }
+
+  void stop() {
+    if (started_) {
+      py::gil_scoped_release nogil;
+      MediaEngine::instance().remove(call_);
+    }
+    started_ = false;
+    stopped_ = true;
+  }
+
+  py::object pop_datagram() {
+    std::uint8_t buf[MediaCall::kMaxDatagram];
+    std::size_t len = 0;
+    sockaddr_storage from{};
+    socklen_t from_len = 0;
+    if (!call_->pop_datagram(buf, sizeof(buf), len, from, from_len)) return py::none();
+    return py::make_tuple(py::bytes(reinterpret_cast<const char*>(buf), len),
+                          address_tuple(from));
+  }
+
+  py::dict stats() const {
+    const MediaCallStats s = call_->stats();
+    py::dict d;
+    d["packets_sent"] = s.packets_sent;
+    d["payload_bytes_sent"] = s.payload_bytes_sent;
+    d["bytes_sent"] = s.bytes_sent;
+    d["send_errors"] = s.send_errors;
+    d["send_would_block"] = s.send_would_block;
+    d["protect_errors"] = s.protect_errors;
+    d["uplink_contention"] = s.uplink_contention;
+    d["rtcp_sent"] = s.rtcp_sent;
+    d["datagrams_received"] = s.datagrams_received;
+    d["packets_received"] = s.packets_received;
+    d["payload_bytes_received"] = s.payload_bytes_received;
+    d["packets_lost"] = s.packets_lost;
+    d["jitter_ms"] = s.jitter_ms;
+    d["srtp_errors"] = s.srtp_errors;
+    d["srtcp_errors"] = s.srtcp_errors;
+    d["malformed"] = s.malformed;
+    d["other_payload_type"] = s.other_payload_type;
+    d["foreign_source"] = s.foreign_source;
+    d["ssrc_changes"] = s.ssrc_changes;
+    d["remote_ssrc"] = s.remote_ssrc;
+    d["gated"] = s.gated;
+    d["downlink_refused"] = s.downlink_refused;
+    d["downlink_contention"] = s.downlink_contention;
+    d["rtcp_received"] = s.rtcp_received;
+    d["bye_received"] = s.bye_received;
+    d["to_python"] = s.to_python;
+    d["to_python_dropped"] = s.to_python_dropped;
+    d["oversized"] = s.oversized;
+    d["last_rtp_ns"] = s.last_rtp_ns;
+    d["last_rtcp_ns"] = s.last_rtcp_ns;
+    d["reports_received"] = s.reports_received;
+    d["rtt_ms"] = s.rtt_ms < 0 ? py::object(py::none()) : py::object(py::float_(s.rtt_ms));
+    d["remote_fraction_lost"] = s.remote_fraction_lost;
+    d["remote_packets_lost"] = s.remote_packets_lost;
+    d["remote_jitter_ms"] = s.remote_jitter_ms;
+    d["loss_hint_applied"] = s.loss_hint_applied;
+    return d;
+  }
+
+  std::string repr() const {
+    return "MediaCall(remote='" + host_ + ":" + std::to_string(port_) + "', profile='" +
+           profile_ + "', " + (started_ ? "running" : (stopped_ ? "stopped" : "new")) + ")";
+  }
+
+  MediaCall& call() { return *call_; }
+  bool started() const { return started_; }
+
+ private:
+  py::object uplink_obj_;
+  py::object downlink_obj_;
+  std::shared_ptr<MediaCall> call_;
+  bool started_ = false;
+  bool stopped_ = false;
+  std::string profile_;
+  std::string host_;
+  int port_ = 0;
+};
+
+void init_media(py::module_& m) {
+  m.def(
+      "srtp_profiles",
+      [] {
+        py::list out;
+        for (SrtpProfile p : {SrtpProfile::AeadAes256Gcm, SrtpProfile::AeadAes128Gcm,
+                              SrtpProfile::Aes128CmSha1_80}) {
+          if (srtp_profile_supported(p)) out.append(srtp_profile_name(p));
+        }
+        return out;
+      },
+      "The DTLS-SRTP protection profiles the native media path can use, preferred first.");
+  m.def("srtp_key_salt_length",
+        [](const std::string& profile) { return srtp_key_salt_length(parse_profile(profile)); },
+        py::arg("profile"), "Bytes of master key plus master salt of a protection profile.");
+  m.def("srtp_version", &srtp_library_version, "The libsrtp2 version the core is linked with.");
+  m.def(
+      "media_engine_stats",
+      [] {
+        const MediaEngineStats s = MediaEngine::instance().stats();
+        py::dict d;
+        d["calls"] = s.calls;
+        d["running"] = s.running;
+        d["loops"] = s.loops;
+        d["threads_started"] = s.threads_started;
+        return d;
+      },
+      "The process's media thread: calls served, whether it runs, loop iterations.");
+
+  py::class_<PyMediaCall>(m, "MediaCall", R"doc(
+One WebRTC call's RTP/RTCP/SRTP on the process's native media thread (no GIL, no Python per
+packet).
+
+``fd`` is the ICE-selected UDP socket (duplicated; the caller keeps its own descriptor and must
+stop reading it); ``host``/``port`` the selected remote address. ``tx_key``/``rx_key`` are the
+DTLS-SRTP master key + salt of each direction for ``profile`` (see ``srtp_profiles()``); they
+are not kept in Python-visible state. Outbound RTP is paced by ``uplink.pop_due`` (the Uplink
+must not be drained elsewhere meanwhile); inbound Opus RTP of ``payload_type`` goes to
+``downlink``'s packet queue. Datagrams that are not RTP/RTCP (STUN, DTLS) wait for
+``pop_datagram()``; ``notify_fd`` is readable when some do. ``start()`` puts the call on the
+media thread, ``stop()`` takes it off (and returns once that thread let go).
+)doc")
+      .def(py::init<int, const std::string&, int, const std::string&, const py::bytes&,
+                    const py::bytes&, std::uint32_t, int, py::object, py::object, int,
+                    std::uint32_t, const std::string&, int, int, const std::string&, int, int,
+                    std::uint32_t>(),
+           py::arg("fd"), py::arg("host"), py::arg("port"), py::arg("profile"),
+           py::arg("tx_key"), py::arg("rx_key"), py::arg("ssrc"), py::arg("payload_type"),
+           py::arg("uplink"), py::arg("downlink"), py::kw_only(), py::arg("seq_offset") = 0,
+           py::arg("timestamp_offset") = 0, py::arg("mid") = "", py::arg("mid_id") = 0,
+           py::arg("abs_send_time_id") = 0, py::arg("cname") = "",
+           py::arg("rtcp_interval_ms") = 1000, py::arg("python_slots") = 128,
+           py::arg("seed") = 0)
+      .def("start", &PyMediaCall::start)
+      .def("stop", &PyMediaCall::stop)
+      .def("pop_datagram", &PyMediaCall::pop_datagram,
+           "The next queued non-media datagram as (data, address), or None.")
+      .def("stats", &PyMediaCall::stats)
+      .def("set_loss_hint",
+           [](PyMediaCall& c, int percent) {
+             c.call().set_loss_hint(std::clamp(percent, 0, 100));
+           },
+           py::arg("percent"))
+      .def_property(
+          "send_open", [](PyMediaCall& c) { return c.call().send_open(); },
+          [](PyMediaCall& c, bool open) { c.call().set_send_open(open); })
+      .def_property(
+          "recv_open", [](PyMediaCall& c) { return c.call().recv_open(); },
+          [](PyMediaCall& c, bool open) { c.call().set_recv_open(open); })
+      .def_property_readonly("notify_fd", [](PyMediaCall& c) { return c.call().notify_fd(); })
+      .def_property_readonly("running", &PyMediaCall::started)
+      .def("__repr__", &PyMediaCall::repr);
+}
 
 }  // namespace
 
@@ -712,6 +1007,8 @@ silence when the ring runs short (as a live microphone keeps producing samples).
           },
           py::return_value_policy::reference)
       .def("__exit__", [](PyCaptureDriver& d, py::args) { d.stop(); });
+
+  init_media(m);
 }
 
 }  // namespace rtvoice::bind

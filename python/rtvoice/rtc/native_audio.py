@@ -22,9 +22,12 @@ other version or when the internals relied on here have moved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
+import functools
 import inspect
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -290,3 +293,266 @@ def attach_rtcp_watch(*endpoints: RTCRtpReceiver | RTCRtpSender) -> RtcpWatch:
 
         setattr(endpoint, _RTCP_HANDLER, handle)
     return watch
+
+
+# ---------------------------------------------------------------------------------------------
+# The native media path: RTP, RTCP and SRTP in the C++ core (rtvoice._core.MediaCall) on the
+# process's one media thread, without the GIL.
+#
+# Socket sharing (RFC 7983 demultiplexing): once DTLS is connected, the ICE-selected pair's UDP
+# socket stops being read by the RTC loop (``loop.remove_reader``) and is read by the media
+# thread instead, through a duplicate of its descriptor. The media thread keeps RTP and RTCP
+# (first byte 128-191) and queues everything else (STUN 0-3, DTLS 20-63) for the RTC loop,
+# which hands each datagram to the pair's ``aioice.ice.StunProtocol.datagram_received`` exactly
+# as its own read would have: consent checks, DTLS and the SCTP data channel carry on in aioice
+# and aiortc. Python's sends (STUN, DTLS) and the media thread's (SRTP) share the socket; each
+# sendto() is one whole datagram. The SRTP sessions are keyed from the DTLS-SRTP keying
+# material of aiortc's DTLS connection (RFC 5764 section 4.2), as aiortc keys its own, and
+# aiortc's RTP sender and receiver are never started for such a call: nothing else uses the
+# SRTP streams.
+
+_MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+_ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+# Datagrams for aioice handed over per wake-up of the RTC loop before it yields.
+_DRAIN_BATCH = 256
+
+
+class NativeMediaUnavailable(Exception):
+    """The native media path cannot carry this call; the reason says why (the call then uses
+    aiortc's RTP path)."""
+
+
+def native_srtp_profiles() -> list[str]:
+    """The DTLS-SRTP profiles (OpenSSL names) both the native core and aiortc can use."""
+    from rtvoice import _core
+
+    aiortc_names = {p.openssl_profile.decode() for p in rtcdtlstransport.SRTP_PROFILES}
+    return [name for name in _core.srtp_profiles() if name in aiortc_names]
+
+
+def restrict_srtp_profiles(dtls_transports: list[Any]) -> list[str]:
+    """Offer only the SRTP profiles the native core supports on these DTLS transports (before
+    their handshake), so that the negotiated one can be carried natively. Returns the names."""
+    names = native_srtp_profiles()
+    if not names:
+        raise NativeMediaUnavailable("the native core supports none of aiortc's SRTP profiles")
+    profiles = [p for p in rtcdtlstransport.SRTP_PROFILES if p.openssl_profile.decode() in names]
+    for dtls in dtls_transports:
+        if not hasattr(dtls, "_srtp_profiles"):
+            raise NativeMediaUnavailable("aiortc's RTCDtlsTransport has no _srtp_profiles")
+        dtls._srtp_profiles = list(profiles)
+    return names
+
+
+def _srtp_keys(dtls: Any) -> tuple[str, bytes, bytes]:
+    """(profile name, outbound key+salt, inbound key+salt) of a connected aiortc DTLS transport,
+    derived as RFC 5764 section 4.2 says (and as aiortc derives its own)."""
+    ssl = getattr(dtls, "_ssl", None)
+    role = getattr(dtls, "_role", None)
+    if ssl is None or role not in ("client", "server"):
+        raise NativeMediaUnavailable("aiortc's DTLS transport has no connection or role")
+    selected = ssl.get_selected_srtp_profile()
+    for profile in getattr(dtls, "_srtp_profiles", rtcdtlstransport.SRTP_PROFILES):
+        if profile.openssl_profile == selected:
+            break
+    else:
+        raise NativeMediaUnavailable(f"no SRTP profile was negotiated ({selected!r})")
+    name = profile.openssl_profile.decode()
+    if name not in native_srtp_profiles():
+        raise NativeMediaUnavailable(f"the native core does not support {name}")
+    material = ssl.export_keying_material(
+        b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length)
+    )
+    client = profile.get_key_and_salt(material, 0)
+    server = profile.get_key_and_salt(material, 1)
+    return (name, server, client) if role == "server" else (name, client, server)
+
+
+class NativeMedia:
+    """One call's native media path, once set up: the :class:`rtvoice._core.MediaCall` on the
+    media thread and the RTC loop's reader that hands it non-media datagrams for aioice.
+
+    Built on the RTC loop by :func:`start_native_media`; :meth:`close` (on that loop too) takes
+    the call off the media thread. Counters: :meth:`stats` (native) and ``handoff_errors``
+    (datagrams that aioice's protocol raised on).
+    """
+
+    def __init__(
+        self, call: Any, protocol: Any, loop: asyncio.AbstractEventLoop, profile: str
+    ) -> None:
+        self.call = call
+        self.profile = profile
+        self._protocol = protocol
+        self._loop = loop
+        self._notify_fd = int(call.notify_fd)
+        self.handoff_errors = 0
+        self.handed_off = 0
+        self._closed = False
+        loop.add_reader(self._notify_fd, self._drain)
+
+    def _drain(self) -> None:
+        call, protocol = self.call, self._protocol
+        for _ in range(_DRAIN_BATCH):
+            item = call.pop_datagram()
+            if item is None:
+                return
+            data, addr = item
+            self.handed_off += 1
+            try:
+                protocol.datagram_received(data, addr)
+            except Exception:
+                self.handoff_errors += 1
+                if self.handoff_errors == 1:
+                    logger.exception("aioice refused a datagram from the media thread; counted")
+        # More are waiting: yield to the loop, then go on.
+        self._loop.call_soon(self._drain)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.call.stats())
+        out["handed_off"] = self.handed_off
+        out["handoff_errors"] = self.handoff_errors
+        return out
+
+    def last_heard_ns(self) -> int:
+        stats = self.call.stats()
+        return max(int(stats["last_rtp_ns"]), int(stats["last_rtcp_ns"]))
+
+    def close(self) -> None:
+        """Take the call off the media thread (returns once it let go). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self._notify_fd)
+        self.call.stop()
+
+
+def _native_target(gate: Any, kind: type) -> Any:
+    target = getattr(gate, "target", gate)
+    return target if isinstance(target, kind) else None
+
+
+def start_native_media(
+    sender: RTCRtpSender,
+    parameters: Any,
+    uplink: Any,
+    downlink: Any,
+    loop: asyncio.AbstractEventLoop,
+) -> NativeMedia:
+    """Move a connected call's RTP, RTCP and SRTP to the native media thread.
+
+    ``uplink``/``downlink`` are the transport's media gates (or the native pipelines
+    themselves); the native call follows the gates' ``is_open`` from now on. Raises
+    :class:`NativeMediaUnavailable` (nothing changed) when the call cannot be carried natively:
+    pipelines that are not the native ones, a codec other than Opus, a relayed (TURN) or
+    otherwise unexpected ICE pair, an SRTP profile the core lacks, or moved aiortc internals.
+    """
+    import aioice.ice
+
+    from rtvoice import _core
+
+    up = _native_target(uplink, _core.Uplink)
+    down = _native_target(downlink, _core.Downlink)
+    if up is None or down is None:
+        raise NativeMediaUnavailable("the uplink or downlink is not a native pipeline")
+    codecs = getattr(parameters, "codecs", None) or []
+    if not codecs or getattr(codecs[0], "mimeType", "").lower() != "audio/opus":
+        raise NativeMediaUnavailable("the negotiated codec is not Opus")
+    payload_type = int(codecs[0].payloadType)
+    dtls = getattr(sender, "transport", None)
+    if dtls is None or getattr(dtls, "state", None) != "connected":
+        raise NativeMediaUnavailable("DTLS is not connected")
+    profile, tx_key, rx_key = _srtp_keys(dtls)
+    ice = getattr(dtls, "transport", None)
+    connection = getattr(ice, "_connection", None)
+    nominated = getattr(connection, "_nominated", None)
+    if not isinstance(nominated, dict) or 1 not in nominated:
+        raise NativeMediaUnavailable("ICE has no nominated pair")
+    pair = nominated[1]
+    protocol = getattr(pair, "protocol", None)
+    if type(protocol) is not aioice.ice.StunProtocol:
+        raise NativeMediaUnavailable(
+            f"the selected ICE pair is {type(protocol).__name__}, not a plain UDP socket"
+        )
+    udp = getattr(protocol, "transport", None)
+    sock = udp.get_extra_info("socket") if udp is not None else None
+    if sock is None or udp.is_closing():
+        raise NativeMediaUnavailable("the selected ICE pair has no open socket")
+    remote = pair.remote_candidate
+    ssrc = getattr(sender, "_ssrc", None)
+    if not isinstance(ssrc, int):
+        raise NativeMediaUnavailable("aiortc's RTCRtpSender has no _ssrc")
+    extensions = {e.uri: int(e.id) for e in getattr(parameters, "headerExtensions", [])}
+    mid = getattr(parameters, "muxId", "") or ""
+    rtcp = getattr(parameters, "rtcp", None)
+    cname = (getattr(rtcp, "cname", None) or "")[:255]
+    rng = random.SystemRandom()
+    try:
+        call = _core.MediaCall(
+            sock.fileno(),
+            str(remote.host),
+            int(remote.port),
+            profile,
+            tx_key,
+            rx_key,
+            ssrc,
+            payload_type,
+            up,
+            down,
+            seq_offset=rng.randrange(65536),
+            timestamp_offset=rng.randrange(1 << 32),
+            mid=mid if len(mid.encode()) <= 16 else "",
+            mid_id=extensions.get(_MID_URI, 0) if extensions.get(_MID_URI, 0) < 15 else 0,
+            abs_send_time_id=(
+                extensions.get(_ABS_SEND_TIME_URI, 0)
+                if extensions.get(_ABS_SEND_TIME_URI, 0) < 15
+                else 0
+            ),
+            cname=cname,
+            seed=rng.randrange(1 << 32),
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise NativeMediaUnavailable(f"the native core refused the call: {exc}") from exc
+    finally:
+        del tx_key, rx_key
+    call.send_open = bool(getattr(uplink, "is_open", True))
+    call.recv_open = bool(getattr(downlink, "is_open", True))
+    for gate, attr in ((uplink, "send_open"), (downlink, "recv_open")):
+        watch = getattr(gate, "watch", None)
+        if callable(watch):
+            watch(functools.partial(setattr, call, attr))
+    # From here the media thread reads the socket: the RTC loop must not. The public
+    # remove_reader() refuses a descriptor owned by a transport; the selector loop's own
+    # _remove_reader() is what the transport itself uses to pause.
+    stop_reading = getattr(loop, "_remove_reader", None)
+    if not callable(stop_reading) or not stop_reading(sock.fileno()):
+        raise NativeMediaUnavailable("the RTC loop was not reading the selected socket")
+    native = NativeMedia(call, protocol, loop, profile)
+    call.start()
+    return native
+
+
+def intercept_rtp_start(
+    transceiver: Any, start_native: Callable[[Any], bool]
+) -> Callable[[], bool | None]:
+    """Let ``start_native(send_parameters)`` decide, when aiortc starts the transceiver's RTP
+    (DTLS just connected), whether the native path carries it: True, and aiortc's RTP sender and
+    receiver are never started; False, and they start as usual. Returns a function telling
+    which was chosen (None: not yet)."""
+    sender, receiver = transceiver.sender, transceiver.receiver
+    original_send, original_receive = sender.send, receiver.receive
+    chosen: list[bool] = []
+
+    async def send(parameters: Any) -> None:
+        if not chosen:
+            chosen.append(bool(start_native(parameters)))
+        if not chosen[0]:
+            await original_send(parameters)
+
+    async def receive(parameters: Any) -> None:
+        if not (chosen and chosen[0]):
+            await original_receive(parameters)
+
+    sender.send = send
+    receiver.receive = receive
+    return lambda: chosen[0] if chosen else None

@@ -200,18 +200,35 @@ class MediaGate:
     on the network thread; a packet in flight at the switch goes to the call that took it.
     """
 
-    __slots__ = ("_lock", "dropped", "is_open", "target")
+    __slots__ = ("_lock", "_open", "_watchers", "dropped", "target")
 
     def __init__(
         self, target: Any, *, is_open: bool = True, lock: threading.Lock | None = None
     ) -> None:
         self.target = target
-        self.is_open = is_open
+        self._open = is_open
         # Shared by the gates of one target: the native uplink has a single consumer, and at a
         # switch the old call's thread may still be inside pop_due when the new call's asks.
         self._lock = lock
+        # Called with the new state on every change (the native media path's own gate).
+        self._watchers: list[Callable[[bool], None]] = []
         # Packets or audio chunks offered while closed.
         self.dropped = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    @is_open.setter
+    def is_open(self, value: bool) -> None:
+        self._open = bool(value)
+        for watcher in self._watchers:
+            watcher(self._open)
+
+    def watch(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(is_open)`` on every change from now on (a native media call keeps
+        its own copy of the gate, read on the media thread)."""
+        self._watchers.append(callback)
 
     # Uplink side (PacketSource / PcmUplink).
     def pop_due(self, now_ns: int) -> tuple[bytes, int, int] | None:
@@ -228,7 +245,7 @@ class MediaGate:
             return locked
 
     def _still_open(self) -> bool:
-        return self.is_open
+        return self._open
 
     @property
     def next_due_ns(self) -> int | None:

@@ -39,12 +39,17 @@ from rtvoice.rtc import loopback
 from rtvoice.rtc.loopback import is_loopback_url
 from rtvoice.rtc.native_audio import (
     EncodedAudioTrack,
+    NativeMedia,
+    NativeMediaUnavailable,
     PacketSource,
     RtcpWatch,
     RtpSink,
     RtpTap,
     attach_rtcp_watch,
     attach_rtp_sink,
+    intercept_rtp_start,
+    restrict_srtp_profiles,
+    start_native_media,
 )
 from rtvoice.rtc.thread import RtcThread
 from rtvoice.transports.base import (
@@ -63,6 +68,9 @@ DATA_CHANNEL_LABEL = "oai-events"
 # RFC 8841 default when the answer carries no a=max-message-size (what aiortc assumes too).
 DEFAULT_MAX_MESSAGE_BYTES = 65536
 OPUS_FMTP = {"minptime": 10, "useinbandfec": 1}
+# Who carries RTP, RTCP and SRTP: the native media thread ("native"), aiortc on the RTC loop
+# ("python"), or the native one when the call allows it, else aiortc ("auto").
+MediaPath = Literal["auto", "native", "python"]
 # How often the dead-peer watchdog looks at the last RTP and RTCP arrival (at most).
 WATCHDOG_INTERVAL_S = 0.5
 
@@ -170,7 +178,16 @@ class WebRTCTransport(ThreadedTransport):
         on_state: Callable[[str, str | None], None] | None = None,
         api: Literal["realtime", "live"] = "realtime",
         fork_of: str | None = None,
+        media_path: MediaPath = "auto",
     ) -> None:
+        if media_path not in ("auto", "native", "python"):
+            raise ValueError(f"media_path must be 'auto', 'native' or 'python', not {media_path!r}")
+        self.media_path = media_path
+        # Which path carries this call's RTP ("native" or "python"; None before DTLS connected)
+        # and, for "python" under media_path="auto", why the native one could not.
+        self.media_path_used: Literal["native", "python"] | None = None
+        self.media_path_reason: str | None = None
+        self.native: NativeMedia | None = None
         if api_version not in ("ga", "beta"):
             raise ValueError(f"api_version must be 'ga' or 'beta', not {api_version!r}")
         if api not in ("realtime", "live"):
@@ -340,7 +357,12 @@ class WebRTCTransport(ThreadedTransport):
         return None
 
     def set_loss_hint(self, percent: int) -> None:
-        """The encoder belongs to the RTC thread: the call is made there."""
+        """The encoder belongs to the thread that sends: the media thread (which applies it
+        before its next packet) or the RTC thread."""
+        native = self.native
+        if native is not None:
+            native.call.set_loss_hint(int(min(max(percent, 0), 100)))
+            return
         uplink = self._uplink
         setter = getattr(uplink, "set_packet_loss_perc", None)
         if self._rtc is not None and setter is not None:
@@ -408,6 +430,7 @@ class WebRTCTransport(ThreadedTransport):
 
         channel = pc.createDataChannel(DATA_CHANNEL_LABEL)
         self._channel = channel
+        self._prepare_media_path(pc, transceiver, pending)
 
         @channel.on("open")
         def _on_open() -> None:
@@ -479,13 +502,61 @@ class WebRTCTransport(ThreadedTransport):
         if self.dead_peer_timeout_s is not None:
             self._watchdog = asyncio.ensure_future(self._watch_peer(self.dead_peer_timeout_s))
 
+    def _prepare_media_path(
+        self, pc: RTCPeerConnection, transceiver: Any, pending: _Pending
+    ) -> None:
+        """Before the offer: arrange for the native media path to take the call's RTP when
+        DTLS connects (media_path "auto" or "native", native pipelines given)."""
+        if self.media_path == "python" or self._uplink is None or self._downlink is None:
+            self.media_path_used = "python"
+            self.media_path_reason = (
+                "media_path='python'" if self.media_path == "python" else "no native pipelines"
+            )
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            dtls = [transceiver.receiver.transport]
+            sctp = getattr(pc, "sctp", None)
+            if sctp is not None:
+                dtls.append(sctp.transport)
+            restrict_srtp_profiles(dtls)
+        except NativeMediaUnavailable as exc:
+            self._native_refused(str(exc), pending)
+            return
+
+        def start(parameters: Any) -> bool:
+            try:
+                self.native = start_native_media(
+                    transceiver.sender, parameters, self._uplink, self._downlink, loop
+                )
+            except NativeMediaUnavailable as exc:
+                self._native_refused(str(exc), pending)
+                return False
+            except Exception as exc:  # an aiortc internal that moved in an unforeseen way
+                self._native_refused(f"{type(exc).__name__}: {exc}", pending)
+                return False
+            self.media_path_used = "native"
+            return True
+
+        intercept_rtp_start(transceiver, start)
+
+    def _native_refused(self, reason: str, pending: _Pending) -> None:
+        self.media_path_used = "python"
+        self.media_path_reason = reason
+        if self.media_path == "native":
+            pending.failure = pending.failure or f"the native media path is unavailable: {reason}"
+            pending.failed.set()
+        else:
+            logger.info("native media path unavailable, using aiortc's: %s", reason)
+
     def last_heard_ns(self) -> int:
         """Monotonic ns of the last RTP or RTCP from the server (or of connecting, if later)."""
-        tap, watch = self.rtp_tap, self.rtcp_watch
+        tap, watch, native = self.rtp_tap, self.rtcp_watch, self.native
         return max(
             self.connected_ns,
             tap.last_arrival_ns if tap is not None else 0,
             watch.last_arrival_ns if watch is not None else 0,
+            native.last_heard_ns() if native is not None else 0,
         )
 
     async def _watch_peer(self, timeout_s: float) -> None:
@@ -612,8 +683,13 @@ class WebRTCTransport(ThreadedTransport):
 
     async def _stats_on_rtc(self) -> dict[str, Any]:
         assert self._pc is not None
+        native = self.native
+        if native is not None:
+            return self._native_stats(native)
         report = await self._pc.getStats()
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"media_path": self.media_path_used or "python"}
+        if self.media_path_reason:
+            out["media_path_reason"] = self.media_path_reason
         for stats in report.values():
             kind = getattr(stats, "type", "")
             if kind == "outbound-rtp":
@@ -634,7 +710,32 @@ class WebRTCTransport(ThreadedTransport):
         out["media_errors"] = track_errors + (self.rtp_tap.errors if self.rtp_tap else 0)
         return out
 
+    @staticmethod
+    def _native_stats(native: NativeMedia) -> dict[str, Any]:
+        n = native.stats()
+        out: dict[str, Any] = {
+            "media_path": "native",
+            "srtp_profile": native.profile,
+            "packets_sent": n["packets_sent"],
+            "bytes_sent": n["payload_bytes_sent"],
+            "packets_received": n["packets_received"],
+            "packets_lost": n["packets_lost"],
+            "jitter_ms": n["jitter_ms"],
+            "media_errors": n["protect_errors"] + n["send_errors"] + n["handoff_errors"],
+            "native": n,
+        }
+        if n["reports_received"]:  # what the peer's receiver reports say about this stream
+            out["rtt_ms"] = n["rtt_ms"]
+            out["remote_packets_lost"] = n["remote_packets_lost"]
+            out["remote_fraction_lost"] = n["remote_fraction_lost"]
+            out["remote_jitter_ms"] = n["remote_jitter_ms"]
+        return out
+
     async def _close_on_rtc(self) -> None:
+        native, self.native = self.native, None
+        if native is not None:
+            # Off the media thread before the socket and the pipelines go away.
+            native.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None

@@ -9,6 +9,12 @@ straight back, on both transports, with no turn-taking.
   the simulator's impairment does).
 - WebSocket: ``GET /v1/realtime`` sends ``session.created``, then answers every
   ``input_audio_buffer.append`` with a ``response.output_audio.delta`` carrying the same PCM16.
+- ``GET /v1/debug/arrivals?first=K&since_ns=A&until_ns=B``: per WebRTC call from call number K
+  on (numbered from 0 in the order the offers came), the arrival times (CLOCK_MONOTONIC ns, the
+  same clock as the client's on this host) of its RTP packets within [A, B], and this process's
+  event-loop lag over the same window (a 10 ms timer's lateness), which says whether a gap was
+  the client's or the peer's own. Each call keeps its first :data:`ARRIVALS_PER_CALL` arrivals
+  and the peer its last :data:`CALLS_KEPT` calls; what is beyond is counted, not kept.
 
 Being a separate process, it costs the client process no CPU and its timing is not affected by
 what the client does to its own event loop or GIL. Run as a script it prints its base URL and
@@ -18,12 +24,16 @@ serves until killed; :func:`spawn` starts it.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import collections
 import json
 import random
 import re
 import subprocess
 import sys
+import time
 import uuid
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +46,21 @@ from rtvoice.rtc.raw_rtp import IdleAudioTrack, RawRtpSender
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "ek_test_key_1234"
+ARRIVALS_PER_CALL = 90_000  # 30 minutes at 50 packets/s
+CALLS_KEPT = 1000
+LAG_TICK_NS = 10_000_000
+LAG_SAMPLES_KEPT = 60_000  # 10 minutes of ticks
 
 
 class Echo:
     """The RTP tap's sink on the peer's loop: each received packet goes back on the sender's SSRC
     with the client's sequence number and timestamp, in arrival order, unless ``loss`` drops it."""
 
-    def __init__(self, pc: RTCPeerConnection, sender: Any, loss: float, seed: int) -> None:
+    def __init__(
+        self, pc: RTCPeerConnection, sender: Any, loss: float, seed: int, index: int = 0
+    ) -> None:
         self.pc = pc
+        self.index = index
         self.sender = sender
         self.loss = loss
         self.random = random.Random(seed)
@@ -52,9 +69,13 @@ class Echo:
         self.task = asyncio.ensure_future(self._send())
         self.received = 0
         self.dropped = 0
+        # Monotonic ns at the RTP tap (after SRTP), the first ARRIVALS_PER_CALL packets.
+        self.arrival_ns = array("q")
 
     def push_rtp(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int) -> bool:
         self.received += 1
+        if len(self.arrival_ns) < ARRIVALS_PER_CALL:
+            self.arrival_ns.append(arrival_ns)
         if self.loss and self.random.random() < self.loss:
             self.dropped += 1
         else:
@@ -84,19 +105,54 @@ class EchoPeer:
         self.seed = seed
         self.pcs: list[RTCPeerConnection] = []
         self.base_url = ""
+        self.calls: collections.deque[Echo] = collections.deque(maxlen=CALLS_KEPT)
+        self.calls_total = 0
+        # (tick start ns, lateness ns) of the loop-lag timer.
+        self.lag: collections.deque[tuple[int, int]] = collections.deque(maxlen=LAG_SAMPLES_KEPT)
+        self._lag_task: asyncio.Future[None] | None = None
 
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/v1/realtime/calls", self._calls)
         app.router.add_post("/v1/realtime/calls/{call_id}/hangup", self._hangup)
         app.router.add_get("/v1/realtime", self._websocket)
+        app.router.add_get("/v1/debug/arrivals", self._arrivals)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base_url = f"http://127.0.0.1:{port}/v1"
+        self._lag_task = asyncio.ensure_future(self._watch_lag())
         return self.base_url
+
+    async def _watch_lag(self) -> None:
+        while True:
+            start = time.monotonic_ns()
+            await asyncio.sleep(LAG_TICK_NS / 1e9)
+            self.lag.append((start, time.monotonic_ns() - start - LAG_TICK_NS))
+
+    async def _arrivals(self, request: web.Request) -> web.Response:
+        first = int(request.query.get("first", "0"))
+        since_ns = int(request.query.get("since_ns", "0"))
+        until_ns = int(request.query.get("until_ns", str(2**63 - 1)))
+        calls = []
+        for echo in self.calls:
+            if echo.index < first:
+                continue
+            # Arrivals are appended in clock order.
+            lo = bisect.bisect_left(echo.arrival_ns, since_ns)
+            hi = bisect.bisect_right(echo.arrival_ns, until_ns)
+            kept = echo.arrival_ns[lo:hi].tolist()
+            calls.append({"index": echo.index, "received": echo.received, "arrival_ns": kept})
+        lag_ns = [late for start, late in self.lag if since_ns <= start <= until_ns]
+        body = {
+            "calls_total": self.calls_total,
+            "calls": calls,
+            "loop_lag_ns": lag_ns,
+        }
+        text = json.dumps(body, separators=(",", ":"))
+        return web.Response(text=text, content_type="application/json")
 
     async def _hangup(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
@@ -134,7 +190,11 @@ class EchoPeer:
             if transceiver.kind == "audio":
                 transceiver.direction = "sendrecv"
                 transceiver.sender.replaceTrack(IdleAudioTrack())
-                echo = Echo(pc, transceiver.sender, self.loss, self.seed + len(self.pcs))
+                echo = Echo(
+                    pc, transceiver.sender, self.loss, self.seed + len(self.pcs), self.calls_total
+                )
+                self.calls.append(echo)
+                self.calls_total += 1
                 attach_rtp_sink(transceiver.receiver, echo)
         await pc.setLocalDescription(await pc.createAnswer())
         return web.Response(

@@ -11,9 +11,14 @@ arrival times; the figure is the distribution of intervals between consecutive a
   (paced with asyncio.sleep) and aiortc's Opus encoder.
 
 The blocker holds the loop either with a busy CPU loop (keeps the GIL) or with time.sleep
-(releases it).
+(releases it). Mode ``spin`` instead runs an application thread in a pure-Python loop for the
+whole call: it holds the GIL and gives it up only at the switch interval
+(``sys.getswitchinterval()``, 5 ms), so every other thread's Python runs in its gaps.
 
-Run: python benchmarks/session/bench_send_regularity.py [--seconds 6]
+Target (issue 11): the rtvoice send p99 stays <= 25 ms while the application runs a GIL-holding
+busy loop (modes ``busy`` and ``spin``).
+
+Run: python benchmarks/session/bench_send_regularity.py [--seconds 6] [--modes none,busy,sleep,spin]
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import argparse
 import asyncio
 import json
 import platform
+import sys
+import threading
 import time
 from typing import Any
 
@@ -40,9 +47,26 @@ except ImportError:
     import _peer  # type: ignore[no-redef]
 
 KEY = "ek_test_key_1234"
+TARGET_P99_MS = 25.0
+GIL_MODES = ("busy", "spin")
+
+
+def spin(stop: threading.Event) -> None:
+    x = 0
+    while not stop.is_set():
+        for _ in range(10000):  # pure Python: holds the GIL between switch intervals
+            x += 1
 
 
 async def blocker(mode: str, stop: asyncio.Event) -> None:
+    if mode == "spin":
+        done = threading.Event()
+        thread = threading.Thread(target=spin, args=(done,), name="bench-spin", daemon=True)
+        thread.start()
+        await stop.wait()
+        done.set()
+        await asyncio.to_thread(thread.join)
+        return
     while not stop.is_set():
         await asyncio.sleep(0.085)
         if mode == "busy":
@@ -141,13 +165,18 @@ async def main(seconds: float, modes: list[str]) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--modes", default="none,busy,sleep")
+    parser.add_argument("--modes", default="none,busy,sleep,spin")
     args = parser.parse_args()
     print(
         f"rtvoice {rtvoice.__version__}, aiortc {aiortc.__version__}, aiohttp "
         f"{aiohttp.__version__}, numpy {np.__version__}, Python {platform.python_version()}"
     )
     print("RTP inter-arrival intervals at the peer; the app blocks its loop 15 ms every 100 ms")
+    if "spin" in args.modes.split(","):
+        print(
+            "  spin: an app thread spins in pure Python all call long (switch interval "
+            f"{sys.getswitchinterval() * 1000:g} ms)"
+        )
     res = asyncio.run(main(args.seconds, args.modes.split(",")))
     header = ("client/blocking", "pkts", "p50 ms", "p99 ms", "max ms", ">30ms %", "resets")
     print("  {:18} {:>5} {:>7} {:>7} {:>7} {:>8} {:>7}".format(*header))
@@ -160,3 +189,12 @@ if __name__ == "__main__":
     for mode in args.modes.split(","):
         a, b = res[f"rtvoice/{mode}"], res[f"aiortc/{mode}"]
         print(f"  p99 ratio rtvoice/aiortc ({mode}): {a['p99_ms'] / b['p99_ms']:.2f}")
+    gil = [m for m in args.modes.split(",") if m in GIL_MODES]
+    if gil:
+        p99 = {m: res[f"rtvoice/{m}"]["p99_ms"] for m in gil}
+        ok = all(v <= TARGET_P99_MS for v in p99.values())
+        print(
+            "  rtvoice send p99 under a GIL-holding busy loop: "
+            + ", ".join(f"{m} {v:.1f} ms" for m, v in p99.items())
+            + f" (target <= {TARGET_P99_MS:g} ms): {'PASS' if ok else 'FAIL'}"
+        )

@@ -6,13 +6,15 @@ runs in a fresh child process: import rtvoice and aiortc, create the event loop,
 key first on WebRTC), wait until all are connected and idle for ``--idle`` seconds (the uplinks
 send silence, as a live microphone would), read VmRSS again. Per session = (after - baseline) / N.
 
-Rows: each transport with the defaults, and with ``record_output=False, input_buffer_s=1``
-("lean"), which removes two of the largest native buffers (the sizes are printed per row:
-see :func:`native_buffer_bytes`). ``--trace`` adds a tracemalloc run per
-transport (Python-heap allocations by file, per session); what RSS grows beyond that is native
-(rings, codec state, libsrtp/OpenSSL, thread stacks and malloc arenas).
+Rows: each transport with the defaults, and with ``record_output=True`` (the opt-in 5 s
+recording for ``read_audio()``, which also starts the pump thread). The native buffer sizes of
+each row are what the session's engine reports (``AudioEngine.buffer_bytes``), printed per
+buffer. ``--trace`` adds a tracemalloc run per transport (Python-heap allocations by file, per
+session); what RSS grows beyond that is native (rings, codec state, libsrtp/OpenSSL, thread
+stacks and malloc arenas). ``--arena-max N`` adds rows with ``MALLOC_ARENA_MAX=N`` in the
+child's environment, to see what glibc's per-thread malloc arenas cost.
 
-Run: python benchmarks/session/bench_memory.py [--n 20] [--idle 3] [--trace]
+Run: python benchmarks/session/bench_memory.py [--n 20] [--idle 3] [--trace] [--arena-max 2]
 """
 
 from __future__ import annotations
@@ -53,28 +55,20 @@ def threads() -> int:
     return 0
 
 
-from rtvoice.audio.engine import AudioOptions  # noqa: E402
+from rtvoice.audio.engine import AudioEngine, AudioOptions, recording_s  # noqa: E402
 
-DEFAULTS = AudioOptions()
+ROWS = {"defaults": {}, "record_output=True": {"record_output": True}}
 
 
-def native_buffer_bytes(transport: str, input_buffer_s: float, record_output_s: float) -> int:
+def native_buffer_bytes(transport: str, kwargs: dict[str, Any]) -> dict[str, int]:
     """What a session's native buffers allocate (and zero-fill, so they are resident from the
-    start): the Uplink's input ring (float32 at the transport rate), the recording ring and the
-    PlayoutDriver ring (float32 at 48 kHz, frames rounded up to a power of two), the Downlink's
-    packet queue (512 slots of 1500 bytes, WebRTC only) and jitter buffer (128 packets), or the
-    PCM16 ring (20 s at 24 kHz, WebSocket)."""
-
-    def pow2(n: int) -> int:
-        return 1 << (n - 1).bit_length()
-
-    rate = 48000 if transport == "webrtc" else 24000
-    ring = pow2((rate // 1000 + 1) * int(input_buffer_s * 1000)) * 4
-    record = pow2(max(int(record_output_s * 48000), 2)) * 4 if record_output_s > 0 else 0
-    driver = pow2(24000) * 4
-    queue = 512 * 1500 if transport == "webrtc" else 2
-    receive = 128 * 1500 if transport == "webrtc" else pow2(24 * 20000) * 2
-    return ring + record + driver + queue + receive
+    start), by buffer, as its engine reports them."""
+    options = AudioOptions(
+        input_buffer_s=kwargs.get("input_buffer_s", AudioOptions.input_buffer_s),
+        record_output_s=recording_s(kwargs.get("record_output"), kwargs.get("record_output_s")),
+    )
+    engine = AudioEngine("opus" if transport == "webrtc" else "pcm16", options)
+    return engine.buffer_bytes()
 
 
 # --------------------------------------------------------------------------------- child
@@ -87,9 +81,7 @@ def child(args: argparse.Namespace) -> None:
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    kwargs: dict[str, Any] = {}
-    if args.lean:
-        kwargs.update(record_output=False, input_buffer_s=1.0)
+    kwargs: dict[str, Any] = dict(ROWS[args.settings])
 
     async def run() -> dict[str, Any]:
         # One warm-up session is opened and closed first, so lazily imported modules and
@@ -126,7 +118,8 @@ def child(args: argparse.Namespace) -> None:
         after = rss_kb()
         out: dict[str, Any] = {
             "transport": args.transport,
-            "lean": args.lean,
+            "settings": args.settings,
+            "arena_max": os.environ.get("MALLOC_ARENA_MAX"),
             "n": args.n,
             "base_kb": base,
             "after_kb": after,
@@ -174,7 +167,14 @@ def spawn_simulator() -> tuple[subprocess.Popen[str], str, str]:
 
 
 def run_child(
-    transport: str, lean: bool, trace: bool, n: int, idle: float, url: str, key: str
+    transport: str,
+    settings: str,
+    trace: bool,
+    n: int,
+    idle: float,
+    url: str,
+    key: str,
+    arena_max: int | None = None,
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -191,11 +191,14 @@ def run_child(
         "--api-key",
         key,
     ]
-    if lean:
-        cmd.append("--lean")
+    cmd += ["--settings", settings]
     if trace:
         cmd.append("--trace")
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+    env = dict(os.environ)
+    env.pop("MALLOC_ARENA_MAX", None)
+    if arena_max is not None:
+        env["MALLOC_ARENA_MAX"] = str(arena_max)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return dict(json.loads(line[len("RESULT ") :]))
@@ -209,7 +212,10 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true", help="add tracemalloc runs")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--transport", default="webrtc", help=argparse.SUPPRESS)
-    parser.add_argument("--lean", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--arena-max", type=int, help="add rows with MALLOC_ARENA_MAX set in the child"
+    )
+    parser.add_argument("--settings", default="defaults", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--api-key", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -237,12 +243,18 @@ def main() -> None:
     rows = []
     try:
         for transport in ("webrtc", "websocket"):
-            for lean in (False, True):
-                rows.append(run_child(transport, lean, False, args.n, args.idle, url, key))
+            for settings in ROWS:
+                rows.append(run_child(transport, settings, False, args.n, args.idle, url, key))
+            if args.arena_max is not None:
+                rows.append(
+                    run_child(
+                        transport, "defaults", False, args.n, args.idle, url, key, args.arena_max
+                    )
+                )
         traces = []
         if args.trace:
             for transport in ("webrtc", "websocket"):
-                traces.append(run_child(transport, False, True, args.n, args.idle, url, key))
+                traces.append(run_child(transport, "defaults", True, args.n, args.idle, url, key))
     finally:
         sim.terminate()
         sim.wait(5)
@@ -253,20 +265,23 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        rings = (
-            native_buffer_bytes(r["transport"], 1.0, 0.0)
-            if r["lean"]
-            else native_buffer_bytes(
-                r["transport"], DEFAULTS.input_buffer_s, DEFAULTS.record_output_s
-            )
-        )
+        buffers = native_buffer_bytes(r["transport"], ROWS[r["settings"]])
         per = r["per_session_kb"] / 1024
-        settings = "record_output=False, input_buffer_s=1" if r["lean"] else "defaults"
+        settings = r["settings"]
+        if r["arena_max"] is not None:
+            settings += f", MALLOC_ARENA_MAX={r['arena_max']}"
         print(
             f"| {r['transport']} | {settings} | {r['base_kb'] / 1024:.1f} |"
-            f" {r['after_kb'] / 1024:.1f} | {per:.2f} | {rings / 2**20:.2f} |"
+            f" {r['after_kb'] / 1024:.1f} | {per:.2f} | {sum(buffers.values()) / 2**20:.2f} |"
             f" {r['threads_per_session']:.1f} | {'yes' if per <= TARGET_MB else 'no'} |"
         )
+    print()
+    print("native buffers per session, KiB (AudioEngine.buffer_bytes):")
+    for transport in ("webrtc", "websocket"):
+        for name, kwargs in ROWS.items():
+            buffers = native_buffer_bytes(transport, kwargs)
+            parts = ", ".join(f"{k} {v / 1024:.0f}" for k, v in buffers.items() if v > 2)
+            print(f"  {transport}, {name}: {parts}")
     for t in traces:
         print()
         print(

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "TURN_EVENT",
@@ -70,6 +71,9 @@ POLL_INTERVAL_S = 0.1
 MAX_POINTS = 7200
 MAX_MARKS = 2048
 MAX_TURNS = 256
+# The series' rows are allocated this many at a time (about 2 minutes of points, 17 KB), so a
+# call at rest holds what it has sampled, not an hour of empty rows.
+BLOCK_POINTS = 256
 # Voiced frames (20 ms each) the user must have sent for a turn: a click is not a turn.
 MIN_SPEECH_FRAMES = 5
 # A reply onset is matched to the user's speech only after the uplink was quiet this long: an
@@ -304,10 +308,13 @@ class QoeSeries:
     ) -> None:
         self.start_ns = start_ns
         self.rate_hz = rate_hz
-        # The points as rows of float32 (None as NaN) in a ring allocated once: an hour of them
-        # is 0.5 MB, and a long call's memory does not grow point by point.
+        # The points as rows of float32 (None as NaN) in a ring of blocks, each allocated when
+        # the ring first reaches it: an hour of points is 0.5 MB, a call's first minutes a few
+        # KB, and memory never grows point by point.
+        if not isinstance(max_points, int) or max_points < 1:
+            raise ValueError(f"max_points must be a positive int, not {max_points!r}")
         self.max_points = max_points
-        self._rows = np.full((max_points, len(_POINT_FIELDS)), np.nan, dtype=np.float32)
+        self._blocks: list[npt.NDArray[np.float32]] = []
         self._count = 0
         self.marks: deque[Mark] = deque(maxlen=max_marks)
         self.dropped_points = 0
@@ -382,12 +389,25 @@ class QoeSeries:
         self._prev_up, self._prev_down, self._prev_jb = up, down, jb
         if self._count >= self.max_points:
             self.dropped_points += 1
-        row = self._rows[self._count % self.max_points]
+        row = self._row(self._count % self.max_points)
         for index, name in enumerate(_POINT_FIELDS):
             value = getattr(point, name)
             row[index] = np.nan if value is None else float(value)
         self._count += 1
         return point
+
+    def _row(self, slot: int) -> npt.NDArray[np.float32]:
+        block, offset = divmod(slot, BLOCK_POINTS)
+        while len(self._blocks) <= block:  # only ever the next block: slots come in order
+            rows = min(BLOCK_POINTS, self.max_points - len(self._blocks) * BLOCK_POINTS)
+            self._blocks.append(np.full((rows, len(_POINT_FIELDS)), np.nan, dtype=np.float32))
+        row: npt.NDArray[np.float32] = self._blocks[block][offset]
+        return row
+
+    @property
+    def allocated_points(self) -> int:
+        """Rows allocated so far (grows a block at a time up to ``max_points``)."""
+        return sum(int(b.shape[0]) for b in self._blocks)
 
     @property
     def points(self) -> list[QoePoint]:
@@ -396,7 +416,7 @@ class QoeSeries:
         first = self._count - n
         out = []
         for k in range(first, self._count):
-            row = self._rows[k % self.max_points]
+            row = self._row(k % self.max_points)
             values: dict[str, Any] = {}
             for index, (name, kind) in enumerate(zip(_POINT_FIELDS, _POINT_KINDS, strict=True)):
                 value = float(row[index])

@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from rtvoice import _checks, auth, errors, events, live, qoe, resilience
 from rtvoice._core import Downlink, Uplink
-from rtvoice.audio.engine import AudioEngine, AudioOptions, VoiceProcessing
+from rtvoice.audio.engine import AudioEngine, AudioOptions, VoiceProcessing, recording_s
 from rtvoice.resilience import ReconnectPolicy
 from rtvoice.transports.base import ConnectTimings, MediaGate, Transport
 from rtvoice.transports.webrtc import WebRTCTransport
@@ -250,10 +250,12 @@ class RealtimeSession:
     ``rtvoice.transport_fallback`` event and ``metrics.transport_fallback``).
 
     Audio: ``output_rate_hz`` (8 to 48 kHz in whole kHz), ``audio_sink`` (called with float32 mono
-    chunks on a pump thread, never on the playout clock), ``record_output_s`` (the bound of what
-    :meth:`read_audio` returns; 0 turns recording off; overflow is counted in
-    ``metrics.playout["record_dropped_samples"]``), ``input_buffer_s`` (the bound of audio queued
-    for sending; overflow counted in ``metrics.uplink["frames_dropped"]``).
+    chunks on a pump thread, never on the playout clock), ``record_output`` /
+    ``record_output_s`` (off by default: ``record_output=True`` records for :meth:`read_audio`
+    up to 5 s between two reads, ``record_output_s`` sets that bound and turns recording on;
+    overflow is counted in ``metrics.playout["record_dropped_samples"]``), ``input_buffer_s``
+    (default 2 s: the bound of audio queued for sending; overflow counted in
+    ``metrics.uplink["frames_dropped"]``).
 
     ``dead_peer_timeout_s`` (default 5 s; None turns it off): a call from which nothing arrives
     for that long (no RTP and no RTCP on WebRTC, no message and no pong on WebSocket) fails with
@@ -304,9 +306,9 @@ class RealtimeSession:
         loopback_only: bool | None = None,
         output_rate_hz: int = 48000,
         audio_sink: Callable[[FloatArray], None] | None = None,
-        record_output: bool = True,
-        record_output_s: float = 5.0,
-        input_buffer_s: float = 5.0,
+        record_output: bool | None = None,
+        record_output_s: float | None = None,
+        input_buffer_s: float = 2.0,
         headless_playout: bool = True,
         jitter_target_ms: int = 30,
         opus_bitrate_bps: int = 32000,
@@ -380,7 +382,7 @@ class RealtimeSession:
             start_delay_ms=jitter_target_ms,
             opus_bitrate_bps=opus_bitrate_bps,
             input_buffer_s=input_buffer_s,
-            record_output_s=record_output_s if record_output else 0.0,
+            record_output_s=recording_s(record_output, record_output_s),
             headless_playout=headless_playout,
             ws_chunk_ms=ws_chunk_ms,
             voice_processing=voice_processing,
@@ -1034,9 +1036,17 @@ class RealtimeSession:
                 loop.call_soon_threadsafe(self._enqueue, event)
 
     def read_audio(self) -> FloatArray:
-        """Played audio since the last call (mono float32 at ``output_rate_hz``), at most the
-        last ``record_output_s`` of it (overflow counted in
-        ``metrics.playout["record_dropped_samples"]``)."""
+        """Played audio since the last call (mono float32 at ``output_rate_hz``): the first
+        ``record_output_s`` of it; what played after the recording was full is dropped and
+        counted in ``metrics.playout["record_dropped_samples"]``.
+
+        Needs the recording (``record_output=True`` or ``record_output_s``; it is off by
+        default): without it, raises :class:`errors.ConfigurationError`."""
+        if self._audio_options.record_output_s <= 0:
+            raise errors.ConfigurationError(
+                "read_audio() needs the output recording, which is off by default: "
+                "connect(..., record_output=True) (or record_output_s=seconds)"
+            )
         return self._engine.read_recording()
 
     @property

@@ -42,7 +42,9 @@ def test_audio_round_trip_through_an_echo_peer_arrives_intact() -> None:
         answerer = MiniAnswerer(echo=True)
         base_url = await answerer.start()
         states: list[str] = []
-        async with rtvoice.connect(base_url=base_url, api_key="ek_test_key_1234") as session:
+        async with rtvoice.connect(
+            base_url=base_url, api_key="ek_test_key_1234", record_output=True
+        ) as session:
             session.on_state_change(lambda old, new: states.append(new))
             clip = _speechlike(16000, 1.5)
             await session.send_audio(clip, 16000)

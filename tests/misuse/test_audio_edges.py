@@ -90,7 +90,7 @@ def test_a_raising_sink_is_counted_and_reported_and_playout_goes_on() -> None:
 
     engine = AudioEngine(
         "opus",
-        AudioOptions(),
+        AudioOptions(record_output_s=5.0),
         sink=sink,
         on_sink_failing=lambda count, exc: reports.append(count),
     )

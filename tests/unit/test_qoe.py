@@ -270,3 +270,17 @@ def test_series_points_keep_their_values_none_and_flags_through_the_ring() -> No
     assert points[-1].jb_target_ms == 20.0
     assert points[-1].input_level_dbfs is None
     assert isinstance(points[-1].fec_recovered, int)
+
+
+def test_series_allocates_its_rows_a_block_at_a_time_and_keeps_order_across_blocks() -> None:
+    block = qoe.BLOCK_POINTS
+    s = qoe.QoeSeries(0, max_points=2 * block + 10)
+    assert s.allocated_points == 0  # a call at rest holds no empty hour of rows
+    s.sample(0, {}, {"jitter": jb()})
+    assert s.allocated_points == block
+    for k in range(1, 2 * block + 15):  # across both block boundaries and round the ring
+        s.sample(k * 500 * MS, {}, {"jitter": jb()})
+    assert s.allocated_points == 2 * block + 10  # the last block is cut to max_points
+    assert s.dropped_points == 5
+    ts = [p.t_s for p in s.points]
+    assert ts == [k * 0.5 for k in range(5, 2 * block + 15)]

@@ -38,6 +38,7 @@ __all__ = [
     "PlayoutPump",
     "VoiceProcessing",
     "apply_voice_processing",
+    "recording_s",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,22 @@ PROCESSING_RATES_HZ = (8000, 16000, 32000, 48000)
 _TRANSPORT_RATE_HZ = {"opus": 48000, "pcm16": 24000}
 # A sink that raises this many times in a row is reported through a session event.
 SINK_FAILURES_REPORTED = 10
+# Native buffer sizes of a session: realtime needs them to cover seconds, not minutes (each is
+# allocated and zero-filled at construction, so it is resident for the whole call).
+# The Downlink's network -> playout queue is drained into the jitter buffer at every 20 ms
+# pull; it holds a burst after a network freeze, and the jitter buffer takes at most this many
+# packets (its capacity_packets), so a larger queue would only keep packets it must discard.
+DOWNLINK_QUEUE_PACKETS = 128
+# WebSocket: the server sends a reply faster than real time, so the PCM16 ring must hold a
+# reply's lead over playout, not a network jitter; 20 s (1 MiB at 24 kHz) as before. What does
+# not fit is dropped (the ring counts it, but the Downlink's stats do not publish that yet).
+PCM_RING_MS = 20000
+# The PlayoutDriver's ring only has to cover the pump's wake-ups (a Python thread: GIL stalls);
+# without a pump nobody reads it, and the smallest ring (two frames) is enough.
+PLAYOUT_RING_MS = 500
+PLAYOUT_RING_MS_UNREAD = 40
+# The recording's bound when it is turned on without one.
+RECORD_OUTPUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -61,16 +78,17 @@ class AudioOptions:
     """Audio settings of a session, validated at construction.
 
     ``input_buffer_s`` bounds the audio queued for sending (what does not fit is dropped and
-    counted); ``record_output_s`` bounds what :meth:`RealtimeSession.read_audio` can return
-    (0 turns recording off; overflow is counted); ``start_delay_ms`` is the jitter buffer's
-    initial target.
+    counted; default 2 s, a live microphone keeps about one frame queued);
+    ``record_output_s`` bounds what :meth:`RealtimeSession.read_audio` can return (default 0:
+    no recording and no pump thread; overflow is counted); ``start_delay_ms`` is the jitter
+    buffer's initial target.
     """
 
     output_rate_hz: int = 48000
     start_delay_ms: int = 30
     opus_bitrate_bps: int = 32000
-    input_buffer_s: float = 5.0
-    record_output_s: float = 5.0
+    input_buffer_s: float = 2.0
+    record_output_s: float = 0.0
     headless_playout: bool = True
     ws_chunk_ms: int = 20
     # Echo cancellation and the rest on the capture path (None: off). Applied to every engine
@@ -93,6 +111,21 @@ class AudioOptions:
             raise ValueError(
                 f"ws_chunk_ms must be a multiple of 20 between 20 and 1000, not {self.ws_chunk_ms}"
             )
+
+
+def recording_s(record_output: bool | None, record_output_s: float | None) -> float:
+    """The recording bound of :class:`AudioOptions` from a session's two arguments: recording is
+    off unless ``record_output=True`` (bound :data:`RECORD_OUTPUT_S`) or ``record_output_s``
+    is given (that bound; 0 is off)."""
+    if record_output is not None and not isinstance(record_output, bool):
+        raise TypeError(f"record_output must be a bool, not {type(record_output).__name__}")
+    if record_output is False:
+        if record_output_s:
+            raise ValueError(f"record_output=False contradicts record_output_s={record_output_s!r}")
+        return 0.0
+    if record_output_s is None:
+        return RECORD_OUTPUT_S if record_output else 0.0
+    return float(record_output_s)
 
 
 @dataclass(frozen=True)
@@ -271,6 +304,15 @@ class PlayoutPump:
             self._thread.join(timeout_s)
 
 
+# Native constants the sizes in AudioEngine.buffer_bytes follow (JitterBufferConfig defaults).
+_MAX_PAYLOAD_BYTES = 1500
+_JITTER_CAPACITY_PACKETS = 128
+
+
+def _pow2(n: int) -> int:
+    return 1 << (max(n, 2) - 1).bit_length()
+
+
 class AudioEngine:
     """The native Uplink and Downlink of one transport mode, with the headless playout clock.
 
@@ -296,7 +338,12 @@ class AudioEngine:
             ring_ms=int(options.input_buffer_s * 1000),
         )
         self.downlink = Downlink(
-            options.output_rate_hz, 1, mode, start_delay_ms=options.start_delay_ms
+            options.output_rate_hz,
+            1,
+            mode,
+            start_delay_ms=options.start_delay_ms,
+            queue_packets=DOWNLINK_QUEUE_PACKETS,
+            pcm_ring_ms=PCM_RING_MS,
         )
         self.input = AudioInput(self.uplink)
         vp = options.voice_processing
@@ -317,17 +364,22 @@ class AudioEngine:
             self._record = AudioRing(1 << (frames - 1).bit_length(), 1)  # a power of two
         self._sink = sink
         self._on_sink_failing = on_sink_failing
+        # A pump thread drains the playout clock's ring only for a sink or a recording.
+        self._pumped = sink is not None or self._record is not None
         self.driver: PlayoutDriver | None = None
         self.pump: PlayoutPump | None = None
+        self._stopped_record_dropped = 0
+        self._stopped_sink_errors = 0
 
     def start_playout(self) -> None:
         """Start the headless playout clock (and the pump when there is a sink or recording)."""
         if not self.options.headless_playout or self.driver is not None:
             return
-        # The driver's ring only has to cover the pump's wake-ups.
-        self.driver = PlayoutDriver(self.downlink, FRAME_MS, 500)
+        self.driver = PlayoutDriver(
+            self.downlink, FRAME_MS, PLAYOUT_RING_MS if self._pumped else PLAYOUT_RING_MS_UNREAD
+        )
         self.driver.start()
-        if self._sink is not None or self._record is not None:
+        if self._pumped:
             self.pump = PlayoutPump(
                 self.driver,
                 sink=self._sink,
@@ -342,6 +394,9 @@ class AudioEngine:
             self.driver.stop()
         if self.pump is not None:
             self.pump.stop()
+            # Its counts outlive it (metrics after close).
+            self._stopped_record_dropped += self.pump.record_dropped_samples
+            self._stopped_sink_errors += self.pump.sink_errors
             self.pump = None
         self.driver = None
 
@@ -351,13 +406,34 @@ class AudioEngine:
             return np.zeros(0, dtype=np.float32)
         return np.asarray(self._record.read(self._record.available), np.float32).reshape(-1)
 
+    def buffer_bytes(self) -> dict[str, int]:
+        """What this engine's native buffers allocate, by buffer, in bytes (each is zero-filled
+        at construction, so resident for the whole call). Rings hold a power of two of frames,
+        as the native core rounds them; ``playout_ring`` is the one :meth:`start_playout`
+        creates, ``output_block`` the Downlink's (a pull may ask for up to one second)."""
+        opus = self.mode == "opus"
+        input_ms = int(self.options.input_buffer_s * 1000)
+        out_rate = self.options.output_rate_hz
+        playout_ms = PLAYOUT_RING_MS if self._pumped else PLAYOUT_RING_MS_UNREAD
+        playout_frames = max(out_rate * playout_ms // 1000, 2 * out_rate // 1000 * FRAME_MS)
+        return {
+            "input_ring": _pow2((self.uplink.input_rate // 1000 + 1) * input_ms) * 4,
+            "record_ring": 0 if self._record is None else int(self._record.capacity) * 4,
+            "playout_ring": _pow2(playout_frames) * 4 if self.options.headless_playout else 0,
+            "packet_queue": _pow2(DOWNLINK_QUEUE_PACKETS) * _MAX_PAYLOAD_BYTES if opus else 2,
+            "jitter_buffer": _JITTER_CAPACITY_PACKETS * _MAX_PAYLOAD_BYTES if opus else 0,
+            "pcm_ring": 0 if opus else _pow2(24 * PCM_RING_MS) * 2,
+            "output_block": out_rate * 4,
+        }
+
     @property
     def record_dropped_samples(self) -> int:
-        return 0 if self.pump is None else self.pump.record_dropped_samples
+        running = 0 if self.pump is None else self.pump.record_dropped_samples
+        return self._stopped_record_dropped + running
 
     @property
     def sink_errors(self) -> int:
-        return 0 if self.pump is None else self.pump.sink_errors
+        return self._stopped_sink_errors + (0 if self.pump is None else self.pump.sink_errors)
 
     def stats(self) -> dict[str, Any]:
         """One vocabulary: the native field names, unchanged."""

@@ -10,8 +10,13 @@
 #include <chrono>
 #include <cstring>
 
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#else
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#endif
 
 #include "common.hpp"
 #include "processing_common.hpp"
@@ -660,6 +665,7 @@ class PyMediaCall {
     }
     started_ = false;
     stopped_ = true;
+    call_->close_descriptors();
   }
 
   py::object pop_datagram() {
@@ -756,11 +762,13 @@ void init_media(py::module_& m) {
         py::dict d;
         d["calls"] = s.calls;
         d["running"] = s.running;
+        d["threads"] = s.threads;
+        d["max_threads"] = s.max_threads;
         d["loops"] = s.loops;
         d["threads_started"] = s.threads_started;
         return d;
       },
-      "The process's media thread: calls served, whether it runs, loop iterations.");
+      "The process's media threads: calls served, threads running (of max_threads), loop iterations.");
 
   py::class_<PyMediaCall>(m, "MediaCall", R"doc(
 One WebRTC call's RTP/RTCP/SRTP on the process's native media thread (no GIL, no Python per

@@ -1,5 +1,39 @@
 #include "rtvoice/media_engine.hpp"
 
+#ifdef _WIN32
+#include <stdexcept>
+
+namespace rtvoice {
+struct MediaCall::Counters {};
+MediaCall::MediaCall(const MediaCallConfig&, Uplink*, std::atomic<bool>*, Downlink*,
+                     std::atomic<bool>*) {
+  throw std::runtime_error("the native media path is not available on Windows");
+}
+MediaCall::~MediaCall() = default;
+void MediaCall::close_descriptors() {}
+MediaCallStats MediaCall::stats() const { return {}; }
+bool MediaCall::pop_datagram(std::uint8_t*, std::size_t, std::size_t&, sockaddr_storage&,
+                             socklen_t&) {
+  return false;
+}
+void MediaCall::on_readable(std::int64_t) {}
+std::int64_t MediaCall::service(std::int64_t now_ns) { return now_ns; }
+struct MediaEngine::Worker {};
+MediaEngine& MediaEngine::instance() {
+  static MediaEngine* engine = new MediaEngine();
+  return *engine;
+}
+MediaEngine::MediaEngine(std::size_t) {}
+MediaEngine::~MediaEngine() = default;
+void MediaEngine::add(const std::shared_ptr<MediaCall>&) {
+  throw std::runtime_error("the native media path is not available on Windows");
+}
+void MediaEngine::remove(const std::shared_ptr<MediaCall>&) {}
+MediaEngineStats MediaEngine::stats() const { return {}; }
+}  // namespace rtvoice
+
+#else  // POSIX
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -154,10 +188,15 @@ MediaCall::MediaCall(const MediaCallConfig& config, Uplink* uplink,
   for (Slot& s : slots_) s.data.resize(kMaxDatagram);
 }
 
-MediaCall::~MediaCall() {
+MediaCall::~MediaCall() { close_descriptors(); }
+
+void MediaCall::close_descriptors() {
+  std::lock_guard<std::mutex> lock(queue_mu_);
   if (fd_ >= 0) close(fd_);
   if (notify_[0] >= 0) close(notify_[0]);
   if (notify_[1] >= 0) close(notify_[1]);
+  fd_ = notify_[0] = notify_[1] = -1;
+  count_ = 0;
 }
 
 MediaCallStats MediaCall::stats() const {
@@ -205,11 +244,12 @@ MediaCallStats MediaCall::stats() const {
 
 bool MediaCall::pop_datagram(std::uint8_t* out, std::size_t capacity, std::size_t& len,
                              sockaddr_storage& from, socklen_t& from_len) {
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  if (notify_[0] < 0) return false;
   // Drain the wake-up pipe first, so that a datagram queued after the last pop wakes again.
   std::uint8_t sink[64];
   while (read(notify_[0], sink, sizeof(sink)) > 0) {
   }
-  std::lock_guard<std::mutex> lock(queue_mu_);
   if (count_ == 0) return false;
   Slot& s = slots_[head_];
   len = std::min(s.len, capacity);
@@ -237,13 +277,13 @@ void MediaCall::to_python(const std::uint8_t* buf, std::size_t len, const sockad
     s.from_len = from_len;
     was_empty = count_ == 0;
     ++count_;
+    if (was_empty) {
+      const std::uint8_t one = 1;
+      // A full pipe already holds a wake-up.
+      (void)!write(notify_[1], &one, 1);
+    }
   }
   c_->to_python.fetch_add(1, std::memory_order_relaxed);
-  if (was_empty) {
-    const std::uint8_t one = 1;
-    // A full pipe already holds a wake-up.
-    (void)!write(notify_[1], &one, 1);
-  }
 }
 
 void MediaCall::on_readable(std::int64_t now_ns) {
@@ -476,106 +516,146 @@ std::int64_t MediaCall::service(std::int64_t now_ns) {
 
 // ------------------------------------------------------------------------------- MediaEngine
 
+struct MediaEngine::Worker {
+  std::vector<std::shared_ptr<MediaCall>> calls;  // guarded by the engine's mu_
+  std::uint64_t epoch = 0;       // bumped by every add/remove
+  std::uint64_t seen_epoch = 0;  // the epoch of the thread's current snapshot
+  std::atomic<bool> dirty{false};
+  bool stop = false;
+  bool running = false;
+  std::thread thread;
+  int wake[2] = {-1, -1};  // open while the thread runs
+};
+
 MediaEngine& MediaEngine::instance() {
   // Never destroyed: calls may still be removed by Python finalizers at interpreter exit.
   static MediaEngine* engine = new MediaEngine();
   return *engine;
 }
 
-MediaEngine::MediaEngine() {
-  if (pipe(wake_) != 0 || !set_nonblocking(wake_[0]) || !set_nonblocking(wake_[1])) {
-    throw std::runtime_error(std::string("MediaEngine: cannot create its wake-up pipe: ") +
-                             std::strerror(errno));
+MediaEngine::MediaEngine(std::size_t threads) {
+  if (threads == 0) {
+    threads = std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, 4);
   }
-  fcntl(wake_[0], F_SETFD, FD_CLOEXEC);
-  fcntl(wake_[1], F_SETFD, FD_CLOEXEC);
+  for (std::size_t i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>());
 }
 
 MediaEngine::~MediaEngine() {
-  {
-    std::unique_lock<std::mutex> lifecycle(lifecycle_mu_);
-    std::unique_lock<std::mutex> lock(mu_);
-    calls_.clear();
-    stop_thread_locked(lock);
+  std::unique_lock<std::mutex> lifecycle(lifecycle_mu_);
+  std::unique_lock<std::mutex> lock(mu_);
+  for (auto& w : workers_) {
+    w->calls.clear();
+    stop_locked(*w, lock);
   }
-  close(wake_[0]);
-  close(wake_[1]);
 }
 
-void MediaEngine::wake() {
+void MediaEngine::wake(Worker& w) {
   const std::uint8_t one = 1;
-  (void)!write(wake_[1], &one, 1);
+  if (w.wake[1] >= 0) (void)!write(w.wake[1], &one, 1);
 }
 
 void MediaEngine::add(const std::shared_ptr<MediaCall>& call) {
   if (!call) throw std::invalid_argument("MediaEngine.add: no call");
   std::lock_guard<std::mutex> lifecycle(lifecycle_mu_);
   std::unique_lock<std::mutex> lock(mu_);
-  if (std::find(calls_.begin(), calls_.end(), call) != calls_.end()) return;
-  calls_.push_back(call);
-  ++epoch_;
-  dirty_.store(true, std::memory_order_release);
-  if (!running_) {
-    stop_ = false;
-    running_ = true;
+  Worker* best = nullptr;
+  for (auto& w : workers_) {
+    if (std::find(w->calls.begin(), w->calls.end(), call) != w->calls.end()) return;
+    if (best == nullptr || w->calls.size() < best->calls.size()) best = w.get();
+  }
+  Worker& w = *best;
+  if (!w.running) {
+    // The wake-up pipe lives as long as the thread: an idle process holds no descriptor.
+    if (pipe(w.wake) != 0 || !set_nonblocking(w.wake[0]) || !set_nonblocking(w.wake[1])) {
+      const int err = errno;
+      for (int& fd : w.wake) {
+        if (fd >= 0) close(fd);
+        fd = -1;
+      }
+      throw std::runtime_error(std::string("MediaEngine: cannot create a wake-up pipe: ") +
+                               std::strerror(err));
+    }
+    fcntl(w.wake[0], F_SETFD, FD_CLOEXEC);
+    fcntl(w.wake[1], F_SETFD, FD_CLOEXEC);
+  }
+  w.calls.push_back(call);
+  ++w.epoch;
+  w.dirty.store(true, std::memory_order_release);
+  if (!w.running) {
+    w.stop = false;
+    w.running = true;
     ++threads_started_;
-    thread_ = std::thread([this] { run(); });
+    w.thread = std::thread([this, &w] { run(w); });
   }
   lock.unlock();
-  wake();
+  wake(w);
 }
 
 void MediaEngine::remove(const std::shared_ptr<MediaCall>& call) {
   std::lock_guard<std::mutex> lifecycle(lifecycle_mu_);
   std::unique_lock<std::mutex> lock(mu_);
-  const auto it = std::find(calls_.begin(), calls_.end(), call);
-  if (it == calls_.end()) return;
-  calls_.erase(it);
-  const std::uint64_t target = ++epoch_;
-  dirty_.store(true, std::memory_order_release);
-  if (calls_.empty()) {
-    stop_thread_locked(lock);
+  for (auto& wp : workers_) {
+    Worker& w = *wp;
+    const auto it = std::find(w.calls.begin(), w.calls.end(), call);
+    if (it == w.calls.end()) continue;
+    w.calls.erase(it);
+    const std::uint64_t target = ++w.epoch;
+    w.dirty.store(true, std::memory_order_release);
+    if (w.calls.empty()) {
+      stop_locked(w, lock);
+      return;
+    }
+    lock.unlock();
+    wake(w);
+    lock.lock();
+    cv_.wait(lock, [&] { return w.seen_epoch >= target || !w.running; });
     return;
   }
-  lock.unlock();
-  wake();
-  lock.lock();
-  cv_.wait(lock, [&] { return seen_epoch_ >= target || !running_; });
 }
 
-void MediaEngine::stop_thread_locked(std::unique_lock<std::mutex>& lock) {
-  if (!running_) return;
-  stop_ = true;
+void MediaEngine::stop_locked(Worker& w, std::unique_lock<std::mutex>& lock) {
+  if (!w.running) return;
+  w.stop = true;
   lock.unlock();
-  wake();
-  if (thread_.joinable()) thread_.join();
+  wake(w);
+  if (w.thread.joinable()) w.thread.join();
   lock.lock();
-  running_ = false;
+  w.running = false;
+  for (int& fd : w.wake) {
+    if (fd >= 0) close(fd);
+    fd = -1;
+  }
 }
 
 MediaEngineStats MediaEngine::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   MediaEngineStats s;
-  s.calls = calls_.size();
-  s.running = running_;
+  for (const auto& w : workers_) {
+    s.calls += w->calls.size();
+    if (w->running) {
+      s.running = true;
+      ++s.threads;
+    }
+  }
+  s.max_threads = workers_.size();
   s.loops = loops_.load(std::memory_order_relaxed);
   s.threads_started = threads_started_;
   return s;
 }
 
-void MediaEngine::run() {
+void MediaEngine::run(Worker& w) {
   std::vector<std::shared_ptr<MediaCall>> calls;
   std::vector<pollfd> fds;
   for (;;) {
-    if (dirty_.exchange(false, std::memory_order_acq_rel)) {
+    if (w.dirty.exchange(false, std::memory_order_acq_rel)) {
       std::unique_lock<std::mutex> lock(mu_);
-      if (stop_) break;
-      calls = calls_;
-      seen_epoch_ = epoch_;
+      if (w.stop) break;
+      calls = w.calls;
+      w.seen_epoch = w.epoch;
       lock.unlock();
       cv_.notify_all();
       fds.assign(calls.size() + 1, pollfd{});
-      fds[0].fd = wake_[0];
+      fds[0].fd = w.wake[0];
       fds[0].events = POLLIN;
       for (std::size_t i = 0; i < calls.size(); ++i) {
         fds[i + 1].fd = calls[i]->fd();
@@ -584,7 +664,7 @@ void MediaEngine::run() {
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (stop_) break;
+      if (w.stop) break;
     }
     loops_.fetch_add(1, std::memory_order_relaxed);
     std::int64_t now = steady_ns();
@@ -598,7 +678,7 @@ void MediaEngine::run() {
     if (ready <= 0) continue;
     if (fds[0].revents & POLLIN) {
       std::uint8_t sink[64];
-      while (read(wake_[0], sink, sizeof(sink)) > 0) {
+      while (read(w.wake[0], sink, sizeof(sink)) > 0) {
       }
     }
     now = steady_ns();
@@ -609,8 +689,10 @@ void MediaEngine::run() {
   // Let go of the calls before saying so.
   calls.clear();
   std::lock_guard<std::mutex> lock(mu_);
-  seen_epoch_ = epoch_;
+  w.seen_epoch = w.epoch;
   cv_.notify_all();
 }
 
 }  // namespace rtvoice
+
+#endif  // POSIX

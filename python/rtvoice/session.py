@@ -142,6 +142,12 @@ class SessionMetrics:
     dropped_events: int = 0
     # Media callbacks that failed and were counted instead of raised (track, tap, audio deltas).
     media_errors: int = 0
+    # WebRTC: "native" (RTP/RTCP/SRTP on the native media thread) or "python" (aiortc's path),
+    # why not native when it is not, and the native path's counters (SRTP failures, RTCP, the
+    # datagrams handed to the ICE agent, ...); None / {} on WebSocket.
+    media_path: str | None = None
+    media_path_reason: str | None = None
+    media: dict[str, Any] = field(default_factory=dict)
     tool_calls: int = 0
     barge_ins: int = 0
     # Calls lost and replaced: reconnects, recycles, attempts, downtime, what was restored,
@@ -257,6 +263,13 @@ class RealtimeSession:
     (default 2 s: the bound of audio queued for sending; overflow counted in
     ``metrics.uplink["frames_dropped"]``).
 
+    ``media_path`` (WebRTC): who carries each call's RTP, RTCP and SRTP. ``"auto"`` (the
+    default) uses the native media thread (C++, no GIL, one thread for every call in the
+    process) when the call allows it and aiortc's RTP path otherwise (a relayed ICE pair, an
+    SRTP profile the core lacks), saying which and why in ``metrics.media_path`` and
+    ``metrics.media_path_reason``; ``"native"`` fails the call instead of falling back;
+    ``"python"`` always uses aiortc's path.
+
     ``dead_peer_timeout_s`` (default 5 s; None turns it off): a call from which nothing arrives
     for that long (no RTP and no RTCP on WebRTC, no message and no pong on WebSocket) fails with
     that reason in the state event; a shorter freeze is ridden out.
@@ -317,6 +330,7 @@ class RealtimeSession:
         connect_timeout_s: float = 15.0,
         ice_timeout_s: float = 5.0,
         dead_peer_timeout_s: float | None = 5.0,
+        media_path: str = "auto",
         http_timeout_s: float = 10.0,
         stats_interval_s: float = 1.0,
         max_queued_events: int = 10000,
@@ -357,6 +371,9 @@ class RealtimeSession:
             dead_peer_timeout_s, "dead_peer_timeout_s", allow_none=True
         )
         self._stats_interval_s = _checks.positive_interval(stats_interval_s, "stats_interval_s")
+        if media_path not in ("auto", "native", "python"):
+            raise ValueError(f"media_path must be 'auto', 'native' or 'python', not {media_path!r}")
+        self._media_path: Any = media_path
         if not isinstance(max_queued_events, int) or max_queued_events < 1:
             raise ValueError(f"max_queued_events must be a positive int, not {max_queued_events!r}")
         if isinstance(reconnect, bool):
@@ -593,6 +610,7 @@ class RealtimeSession:
                 on_state=on_state,
                 api=self.api,
                 fork_of=self._fork_from,
+                media_path=self._media_path,
             )
         return WebSocketTransport(
             base_url=self.base_url,
@@ -1922,6 +1940,9 @@ class RealtimeSession:
             malformed_events=self._codec.malformed_count,
             dropped_events=self.dropped_events,
             media_errors=int(s.get("media_errors", 0)),
+            media_path=getattr(self._transport, "media_path_used", None),
+            media_path_reason=getattr(self._transport, "media_path_reason", None),
+            media=dict(s.get("native", {})),
             tool_calls=self._tool_calls,
             barge_ins=self._barge_ins,
             turns=self._qoe.turns,

@@ -7,7 +7,8 @@
 #     CMAKE_DISABLE_FIND_PACKAGE_Opus=ON) must fail, and so must `pip install` of the sdist, both
 #     with output naming libopus-dev. Likewise with only libopus visible to pkg-config (neither
 #     webrtc-audio-processing nor speexdsp): the configure must fail naming
-#     libwebrtc-audio-processing-dev and libspeexdsp-dev. No compilation happens in this step.
+#     libwebrtc-audio-processing-dev and libspeexdsp-dev; and with all but libsrtp2 visible, naming
+#     libsrtp2-dev. No compilation happens in this step.
 #  2. For each supported interpreter (SUPPORTED below, or RTVOICE_PYTHONS="3.12 3.13"), looked up
 #     as $(pyenv root)/versions/3.X.*/bin/python3.X or python3.X on PATH: a venv in
 #     build/gates/pythons/3.X, `pip install .[test]` from this tree (dependencies as wheels only,
@@ -64,6 +65,27 @@ elif ! grep -q 'libwebrtc-audio-processing-dev' "$out/processing-hidden.log" ||
 else
   echo "pythons: cmake configure, echo canceller libraries hidden: failed as it must:"
   grep -E 'apt-get install|echo canceller' "$out/processing-hidden.log" | sed 's/^/    /'
+fi
+
+echo "--- pythons: libsrtp2 missing -> the build names libsrtp2-dev"
+no_srtp="$out/no-srtp-pkgconfig"
+rm -rf "$no_srtp" "$out/srtp-hidden"
+mkdir -p "$no_srtp"
+for pc in opus speexdsp webrtc-audio-processing; do
+  dir="$(pkg-config --variable=pcfiledir "$pc" 2>/dev/null || true)"
+  [ -n "$dir" ] && cp "$dir/$pc.pc" "$no_srtp/"
+done
+if env -u PKG_CONFIG_PATH PKG_CONFIG_LIBDIR="$no_srtp" cmake -S . -B "$out/srtp-hidden" \
+  >"$out/srtp-hidden.log" 2>&1; then
+  echo "pythons: the configure without libsrtp2 succeeded" >&2
+  status=1
+elif ! grep -q 'libsrtp2-dev' "$out/srtp-hidden.log"; then
+  cat "$out/srtp-hidden.log"
+  echo "pythons: the configure without libsrtp2 did not name libsrtp2-dev" >&2
+  status=1
+else
+  echo "pythons: cmake configure, libsrtp2 hidden: failed as it must:"
+  grep -E 'apt-get install libsrtp2|libsrtp2 and its headers' "$out/srtp-hidden.log" | sed 's/^/    /'
 fi
 
 # Finds a CPython $1 (major.minor): prints its path, or nothing.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Wheel gate: proves the Linux packaging path end to end.
 #  1. Builds the sdist, then the wheel from the sdist (python -m build).
-#  2. Repairs the wheel with auditwheel, which bundles libopus and the echo canceller libraries
-#     (WebRTC's audio processing module, SpeexDSP) into rtvoice.libs/ and points the extension's
+#  2. Repairs the wheel with auditwheel, which bundles libopus, libsrtp2 and the echo canceller
+#     libraries (WebRTC's audio processing module, SpeexDSP) into rtvoice.libs/ and points the extension's
 #     RUNPATH at them; checks that the bundled copies are in the wheel.
 #  3. Checks the instruction set of the extension (scripts/gates/check_isa.py: x86-64 baseline
 #     outside runtime-dispatched code).
@@ -48,7 +48,9 @@ processing = [
     if n.startswith(("rtvoice.libs/libwebrtc_audio_processing", "rtvoice.libs/libspeexdsp"))
 ]
 assert processing, f"no echo canceller library is bundled in {sys.argv[1]}: {names}"
-print("wheel: bundled", ", ".join(bundled + processing))
+srtp = [n for n in names if n.startswith("rtvoice.libs/libsrtp2")]
+assert srtp, f"libsrtp2 is not bundled in {sys.argv[1]}: {names}"
+print("wheel: bundled", ", ".join(bundled + processing + srtp))
 PY
 
 echo "--- wheel: instruction set"

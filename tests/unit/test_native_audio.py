@@ -34,13 +34,13 @@ class Sink:
 
 
 def test_installed_aiortc_is_supported() -> None:
-    check_aiortc()
+    check_aiortc(fresh=True)
 
 
 def test_unsupported_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aiortc, "__version__", "1.99.0")
     with pytest.raises(AiortcCompatibilityError, match=r"supports aiortc 1\.16"):
-        check_aiortc()
+        check_aiortc(fresh=True)
 
 
 def test_opus_packets_are_packed_as_is_without_a_second_encode() -> None:
@@ -84,7 +84,7 @@ def test_receiver_jitter_buffer_is_replaced_by_the_tap() -> None:
 def test_moved_internals_fail_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(RTCRtpReceiver, "_handle_rtp_packet")
     with pytest.raises(AiortcCompatibilityError, match="_handle_rtp_packet"):
-        check_aiortc()
+        check_aiortc(fresh=True)
 
 
 def test_empty_payload_is_not_forwarded() -> None:
@@ -196,11 +196,48 @@ def test_moved_rtcp_handling_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> No
     with monkeypatch.context() as m:
         m.delattr(RTCRtpSender, "_handle_rtcp_packet")
         with pytest.raises(AiortcCompatibilityError, match=r"RTCRtpSender\._handle_rtcp_packet"):
-            check_aiortc()
+            check_aiortc(fresh=True)
 
     async def elsewhere(self: object, data: bytes) -> None:
         del self, data
 
     monkeypatch.setattr(RTCDtlsTransport, "_handle_rtcp_data", elsewhere)
     with pytest.raises(AiortcCompatibilityError, match="_handle_rtcp_data"):
+        check_aiortc(fresh=True)
+
+
+@pytest.mark.parametrize(
+    ("target", "attr", "match"),
+    [
+        ("aiortc.rtcrtpsender.RTCRtpSender", "send", r"RTCRtpSender\.send\(self, parameters\)"),
+        ("aiortc.rtcrtpreceiver.RTCRtpReceiver", "receive", r"RTCRtpReceiver\.receive"),
+        ("aioice.ice.StunProtocol", "datagram_received", "datagram_received"),
+    ],
+)
+def test_moved_native_media_internals_fail_loudly(
+    monkeypatch: pytest.MonkeyPatch, target: str, attr: str, match: str
+) -> None:
+    import importlib
+
+    module, cls_name = target.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), cls_name)
+
+    def moved(self: object) -> None:
+        del self
+
+    monkeypatch.setattr(cls, attr, moved)
+    with pytest.raises(AiortcCompatibilityError, match=match):
+        check_aiortc(fresh=True)
+    monkeypatch.undo()
+    check_aiortc(fresh=True)  # and the real thing passes again
+
+
+def test_the_check_runs_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    check_aiortc(fresh=True)
+    calls: list[int] = []
+    monkeypatch.setattr(native_audio, "_inspect_aiortc", lambda: calls.append(1))
+    for _ in range(3):
         check_aiortc()
+    assert calls == []
+    check_aiortc(fresh=True)
+    assert calls == [1]

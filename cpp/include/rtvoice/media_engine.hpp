@@ -16,9 +16,16 @@
 // Python keeps signaling, ICE, DTLS (whose keying material keys the SRTP sessions here), SCTP
 // and its own sends on the same socket (sendto() of whole datagrams from two threads is safe).
 // The thread starts with the first call and stops when the last one is removed.
+// POSIX only (poll, pipes): on Windows a MediaCall cannot be created (the constructor throws
+// std::runtime_error) and calls use aiortc's RTP path.
 #pragma once
 
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#else
 #include <sys/socket.h>
+#endif
 
 #include <atomic>
 #include <condition_variable>
@@ -121,6 +128,10 @@ class MediaCall {
                     sockaddr_storage& from, socklen_t& from_len);
   static constexpr std::size_t kMaxDatagram = 2048;
 
+  // Once the call is off the media thread (MediaEngine::remove returned): closes its socket
+  // descriptor and wake-up pipe. Counters stay readable; nothing is received any more.
+  void close_descriptors();
+
   // Media thread.
   int fd() const { return fd_; }
   void on_readable(std::int64_t now_ns);
@@ -185,42 +196,40 @@ class MediaCall {
 
 struct MediaEngineStats {
   std::size_t calls = 0;
-  bool running = false;
+  bool running = false;          // any media thread runs
+  std::size_t threads = 0;       // media threads running now
+  std::size_t max_threads = 0;   // the pool's size
   std::uint64_t loops = 0;
   std::uint64_t threads_started = 0;
 };
 
-// The process's media thread and its calls.
+// The process's media threads and their calls: a small fixed pool (one thread per core, at
+// most four), each serving its share of the calls; a new call goes to the thread with the
+// fewest. A thread starts with its first call and stops when its last one is removed.
 class MediaEngine {
  public:
   static MediaEngine& instance();
-  // Any thread. add() starts the thread if needed; remove() returns once the media thread no
-  // longer touches the call (and joins the thread when it was the last one).
+  // Any thread. add() starts a thread if needed; remove() returns once the media thread no
+  // longer touches the call (and joins the thread when it was its last one).
   void add(const std::shared_ptr<MediaCall>& call);
   void remove(const std::shared_ptr<MediaCall>& call);
   MediaEngineStats stats() const;
 
-  MediaEngine();
+  explicit MediaEngine(std::size_t threads = 0);  // 0: one per core, at most four
   ~MediaEngine();
   MediaEngine(const MediaEngine&) = delete;
   MediaEngine& operator=(const MediaEngine&) = delete;
 
  private:
-  void run();
-  void wake();
-  void stop_thread_locked(std::unique_lock<std::mutex>& lock);
+  struct Worker;
+  void run(Worker& w);
+  static void wake(Worker& w);
+  void stop_locked(Worker& w, std::unique_lock<std::mutex>& lock);
 
-  std::mutex lifecycle_mu_;  // serializes start and stop of the thread
+  std::mutex lifecycle_mu_;  // serializes start and stop of the threads
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<std::shared_ptr<MediaCall>> calls_;
-  std::uint64_t epoch_ = 0;       // bumped by every add/remove
-  std::uint64_t seen_epoch_ = 0;  // the epoch of the thread's current snapshot
-  std::atomic<bool> dirty_{false};
-  bool stop_ = false;
-  bool running_ = false;
-  std::thread thread_;
-  int wake_[2] = {-1, -1};
+  std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<std::uint64_t> loops_{0};
   std::uint64_t threads_started_ = 0;
 };

@@ -28,6 +28,7 @@ import functools
 import inspect
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -106,8 +107,27 @@ class RtpSink(Protocol):
     ) -> bool | None: ...
 
 
-def check_aiortc() -> None:
-    """Raise :class:`AiortcCompatibilityError` unless aiortc's internals are the ones used here."""
+_checked_lock = threading.Lock()
+_checked_ok = False  # the internals passed the check once in this process
+
+
+def check_aiortc(*, fresh: bool = False) -> None:
+    """Raise :class:`AiortcCompatibilityError` unless aiortc's internals are the ones used here.
+
+    A passing check is done once per process (reading sources with :mod:`inspect` parses whole
+    modules, which is slow and must not run on many threads at once); ``fresh=True`` inspects
+    again. A failing one is repeated at each call, so the error is always about what is there.
+    """
+    global _checked_ok
+    with _checked_lock:
+        if fresh:
+            _checked_ok = False
+        if not _checked_ok:
+            _inspect_aiortc()
+            _checked_ok = True
+
+
+def _inspect_aiortc() -> None:
     version = getattr(aiortc, "__version__", "unknown")
     if not any(version == v or version.startswith(v + ".") for v in SUPPORTED_AIORTC):
         raise AiortcCompatibilityError(
@@ -134,11 +154,62 @@ def check_aiortc() -> None:
         problems.append(
             f"RTCDtlsTransport._handle_rtcp_data() no longer calls recipient.{_RTCP_HANDLER}()"
         )
+    problems += _native_media_problems()
     if problems:
         raise AiortcCompatibilityError(
             f"aiortc {version} changed internals the native audio path relies on: "
             + "; ".join(problems)
         )
+
+
+def _source(obj: Any) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
+def _native_media_problems() -> list[str]:
+    """What the native media path (:func:`start_native_media`) needs of aiortc and aioice."""
+    import aioice.ice
+    from aiortc import rtcpeerconnection
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    problems = []
+    profiles = getattr(rtcdtlstransport, "SRTP_PROFILES", None)
+    if not profiles or not all(
+        hasattr(p, "openssl_profile")
+        and hasattr(p, "key_length")
+        and hasattr(p, "salt_length")
+        and callable(getattr(p, "get_key_and_salt", None))
+        for p in profiles
+    ):
+        problems.append("aiortc.rtcdtlstransport.SRTP_PROFILES changed shape")
+    init = _source(RTCDtlsTransport.__init__)
+    for attr in ("self._srtp_profiles", "self._ssl", "self._role"):
+        if attr not in init and attr not in _source(RTCDtlsTransport):
+            problems.append(f"RTCDtlsTransport no longer sets {attr}")
+    if "export_keying_material" not in _source(RTCDtlsTransport):
+        problems.append("RTCDtlsTransport no longer derives SRTP keys with export_keying_material")
+    for cls, name in ((RTCRtpSender, "send"), (RTCRtpReceiver, "receive")):
+        fn = getattr(cls, name, None)
+        if not inspect.iscoroutinefunction(fn) or _params(fn) != ["self", "parameters"]:
+            problems.append(f"{cls.__name__}.{name}(self, parameters) is gone")
+    connect_src = _source(rtcpeerconnection.RTCPeerConnection)
+    for call in ("transceiver.sender.send(", "transceiver.receiver.receive("):
+        if call not in connect_src:
+            problems.append(f"RTCPeerConnection no longer starts RTP with {call}...)")
+    if "self._ssrc" not in _source(RTCRtpSender.__init__):
+        problems.append("RTCRtpSender no longer keeps its SSRC in _ssrc")
+    pair_init = _source(aioice.ice.CandidatePair.__init__)
+    if "self.protocol" not in pair_init or "self.remote_candidate" not in pair_init:
+        problems.append("aioice CandidatePair no longer has protocol and remote_candidate")
+    received = getattr(aioice.ice.StunProtocol, "datagram_received", None)
+    if _params(received) != ["self", "data", "addr"]:
+        problems.append("aioice StunProtocol.datagram_received(self, data, addr) is gone")
+    if not callable(getattr(asyncio.SelectorEventLoop, "_remove_reader", None)):
+        problems.append("asyncio's selector loop has no _remove_reader()")
+    return problems
 
 
 class EncodedAudioTrack(MediaStreamTrack):
@@ -476,7 +547,7 @@ def start_native_media(
         )
     udp = getattr(protocol, "transport", None)
     sock = udp.get_extra_info("socket") if udp is not None else None
-    if sock is None or udp.is_closing():
+    if udp is None or sock is None or udp.is_closing():
         raise NativeMediaUnavailable("the selected ICE pair has no open socket")
     remote = pair.remote_candidate
     ssrc = getattr(sender, "_ssrc", None)
@@ -526,6 +597,7 @@ def start_native_media(
     # _remove_reader() is what the transport itself uses to pause.
     stop_reading = getattr(loop, "_remove_reader", None)
     if not callable(stop_reading) or not stop_reading(sock.fileno()):
+        call.stop()  # releases its descriptors at once
         raise NativeMediaUnavailable("the RTC loop was not reading the selected socket")
     native = NativeMedia(call, protocol, loop, profile)
     call.start()

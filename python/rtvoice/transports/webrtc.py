@@ -549,6 +549,20 @@ class WebRTCTransport(ThreadedTransport):
         else:
             logger.info("native media path unavailable, using aiortc's: %s", reason)
 
+    def heard_counts(self) -> tuple[int, int]:
+        """(RTP, RTCP) packets received from the server so far, on whichever media path."""
+        native = self.native
+        if native is not None:
+            stats = native.call.stats()
+            return int(stats["packets_received"]), int(stats["rtcp_received"])
+        tap, watch = self.rtp_tap, self.rtcp_watch
+        return (tap.packets if tap is not None else 0), (watch.packets if watch is not None else 0)
+
+    def packets_heard(self) -> int:
+        """RTP and RTCP packets received from the server so far, on whichever media path."""
+        rtp, rtcp = self.heard_counts()
+        return rtp + rtcp
+
     def last_heard_ns(self) -> int:
         """Monotonic ns of the last RTP or RTCP from the server (or of connecting, if later)."""
         tap, watch, native = self.rtp_tap, self.rtcp_watch, self.native

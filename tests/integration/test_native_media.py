@@ -189,3 +189,41 @@ def test_the_media_threads_serve_many_calls_and_stop_with_the_last() -> None:
             assert _engine_idle()
 
     asyncio.run(main())
+
+
+def test_the_peers_receiver_reports_drive_rtt_and_the_encoders_loss_hint() -> None:
+    # 20 % of the client's RTP is lost on the way to the server: the server's receiver reports
+    # (aiortc's RTCP) say so, the native path reads them, and the session turns them into the
+    # Opus encoder's loss hint, applied on the media thread.
+    async def main() -> None:
+        async with (
+            Simulator(uplink_loss=0.2, seed=5) as sim,
+            rtvoice.connect(
+                base_url=sim.base_url, api_key=sim.api_key, transport="webrtc"
+            ) as session,
+        ):
+            call = await sim.wait_for_call()
+            fractions: dict[int, float] = {}
+            hints: set[int] = set()
+            m = session.metrics
+            for _ in range(150):
+                await asyncio.sleep(0.1)
+                m = await session.refresh_metrics()
+                if m.media.get("reports_received", 0):
+                    fractions[m.media["reports_received"]] = m.media["remote_fraction_lost"]
+                    hints.add(m.media["loss_hint_applied"])
+                if len(fractions) >= 6:
+                    break
+            assert m.media_path == "native"
+            assert len(fractions) >= 6, fractions
+            # Each report covers about a second (~50 packets): the mean over them is near
+            # the 20 % dropped, and the cumulative count never exceeds what was dropped.
+            mean = sum(fractions.values()) / len(fractions)
+            assert 0.1 < mean < 0.35, fractions
+            assert 0 < m.media["remote_packets_lost"] <= call.inbound.dropped
+            assert m.rtt_ms is not None
+            assert 0 <= m.rtt_ms < 200
+            # The hint follows the reports (the session's floor is 5 %).
+            assert max(hints) > 10, hints
+
+    asyncio.run(main())

@@ -54,11 +54,13 @@ __all__ = [
     "CONSENT_RETRANSMISSIONS",
     "SUPPORTED",
     "CompatError",
+    "InboundCounts",
     "OutboundCounts",
     "StunRequestCounts",
     "check_supported",
     "check_versions",
     "consent_fix_installed",
+    "filter_inbound_rtp",
     "filter_outbound",
     "filter_stun_requests",
     "ice_connections",
@@ -461,4 +463,42 @@ def filter_outbound(
             protocol.send_data = filtered_data
             protocol.send_stun = filtered_stun
             protocol._rtvoice_outbound_filter = True
+    return counts
+
+
+@dataclass
+class InboundCounts:
+    """What :func:`filter_inbound_rtp` dropped and passed (RTP datagrams only)."""
+
+    dropped: int = 0
+    passed: int = 0
+
+
+def filter_inbound_rtp(
+    pc: Any, drop: Callable[[], bool], counts: InboundCounts | None = None
+) -> InboundCounts:
+    """Simulator-only: every SRTP datagram (not SRTCP) that the ICE connections of ``pc``
+    receive from now on is dropped when ``drop()`` says so, before aiortc sees it, as loss on
+    the way from the client would be (the answerer's receiver reports then count it). Call it
+    after ``setLocalDescription``. Returns the counters it updates."""
+    counts = counts if counts is not None else InboundCounts()
+    for conn in ice_connections(pc):
+        for protocol in list(conn._protocols):
+            if getattr(protocol, "_rtvoice_inbound_filter", False):
+                continue
+            received = protocol.datagram_received
+
+            def filtered(
+                data: bytes, addr: tuple[Any, ...], _received: Callable[..., None] = received
+            ) -> None:
+                rtp = len(data) >= 2 and 128 <= data[0] <= 191 and not 192 <= data[1] <= 223
+                if rtp:
+                    if drop():
+                        counts.dropped += 1
+                        return
+                    counts.passed += 1
+                _received(data, addr)
+
+            protocol.datagram_received = filtered
+            protocol._rtvoice_inbound_filter = True
     return counts

@@ -25,7 +25,7 @@ from rtvoice.events import (
     session_beta_to_ga,
     session_ga_to_beta,
 )
-from rtvoice.rtc.compat import OutboundCounts, StunRequestCounts
+from rtvoice.rtc.compat import InboundCounts, OutboundCounts, StunRequestCounts
 from rtvoice.simulator.audio import FRAME_SAMPLES, EnergyVad, encode_opus_frames, speechlike
 from rtvoice.simulator.pacer import RtpPacer
 
@@ -292,6 +292,8 @@ class Call:
     #: time.monotonic() until which this call sends nothing (see vanish() and freeze()).
     silent_until: float = 0.0
     outbound: OutboundCounts = field(default_factory=OutboundCounts)
+    #: The client's RTP dropped on arrival by ``Simulator(uplink_loss=)`` (WebRTC).
+    inbound: InboundCounts = field(default_factory=InboundCounts)
 
     def __repr__(self) -> str:
         kind = "websocket" if self.websocket else "webrtc"

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import math
+import random
 import re
 import secrets
 import time
@@ -22,7 +23,12 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from rtvoice.errors import redact
 from rtvoice.events import session_beta_to_ga, session_ga_to_beta
-from rtvoice.rtc.compat import filter_outbound, filter_stun_requests, lite_server_ignores
+from rtvoice.rtc.compat import (
+    filter_inbound_rtp,
+    filter_outbound,
+    filter_stun_requests,
+    lite_server_ignores,
+)
 from rtvoice.rtc.loopback import (
     filter_candidates,
     is_loopback_host,
@@ -198,6 +204,7 @@ class Simulator:
         jitter_ms: float = 0.0,
         reorder: float = 0.0,
         seed: int = 1,
+        uplink_loss: float = 0.0,
         reject_model_query: bool = True,
         max_message_size: int | None = None,
         vad_threshold_dbfs: float = -45.0,
@@ -226,6 +233,10 @@ class Simulator:
         self.impairment = impairment or Impairment(
             loss=loss, burst_length=burst_length, jitter_ms=jitter_ms, reorder=reorder, seed=seed
         )
+        if not 0.0 <= uplink_loss < 1.0:
+            raise ValueError(f"uplink_loss must be within [0, 1), got {uplink_loss}")
+        # WebRTC: the fraction of the client's RTP packets dropped on arrival (seeded).
+        self.uplink_loss = uplink_loss
         self.reject_model_query = reject_model_query
         self.max_message_size = max_message_size
         self.vad_threshold_dbfs = vad_threshold_dbfs
@@ -784,6 +795,10 @@ class Simulator:
             await pc.setLocalDescription(await pc.createAnswer())
             filter_stun_requests(pc, self._ignores_stun_request, call.stun)
             filter_outbound(pc, lambda: call.silent, call.outbound)
+            if self.uplink_loss > 0:
+                rng = random.Random(self.impairment.seed + 7919 * len(self.calls))
+                loss = self.uplink_loss
+                call.inbound = filter_inbound_rtp(pc, lambda: rng.random() < loss)
         except Exception as exc:
             await pc.close()
             logger.info("simulator: offer rejected: %s", exc)

@@ -81,6 +81,12 @@ def add_talk_parser(sub: Any) -> None:
     p.add_argument("--voice", default=None)
     p.add_argument("--instructions", default="You are a helpful voice assistant.")
     p.add_argument("--api-version", choices=["ga", "beta"], default="ga")
+    p.add_argument(
+        "--transport",
+        choices=["webrtc", "websocket"],
+        default="webrtc",
+        help="WebRTC (default) or WebSocket; voice processing runs on both",
+    )
     p.add_argument("--seconds", type=float, default=None, help="hang up after N seconds")
     p.add_argument(
         "--input-device", default=None, help="microphone: index or name (see `rtvoice devices`)"
@@ -190,8 +196,9 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
         high_pass=not args.no_high_pass,
         backend=args.aec_backend,
     )
-    # The devices feed the native pipelines directly at 48 kHz: WebRTC only (the WebSocket
-    # uplink runs at 24 kHz).
+    # The devices feed the native pipelines directly; with voice processing the uplink takes
+    # 48 kHz on either transport (the WebSocket one converts to its 24 kHz PCM16 natively,
+    # after the canceller).
     session = connect(
         base_url=args.base_url,
         api_key=api_key,
@@ -199,9 +206,10 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
         voice=args.voice,
         instructions=args.instructions,
         api_version=args.api_version,
-        transport="webrtc",
+        transport=getattr(args, "transport", "webrtc"),
         headless_playout=False,
         record_output=False,
+        voice_processing=vp,
     )
     log = sys.stderr
     live = not args.quiet
@@ -293,6 +301,7 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
         "input_device": mic.name,
         "output_device": speaker.name,
         "device_rates_hz": [streams.input_rate_hz, streams.output_rate_hz],
+        "transport": metrics.transport,
         "events": counts,
         "uplink": metrics.uplink,
         "downlink": metrics.downlink,

@@ -187,6 +187,23 @@ def test_without_aec_the_same_loop_makes_the_server_hear_its_own_reply(
     assert summary["uplink"]["processing"]["aec"] is False
 
 
+@pytest.mark.slow
+def test_over_websocket_aec_keeps_the_reply_coming_back_through_the_room_out(
+    pulse: PulseServer, simulator: SimulatorThread, tmp_path: Path, speech: Path
+) -> None:
+    # The WebSocket uplink carries 24 kHz PCM16; with voice processing it takes the device's
+    # audio at 48 kHz, cancels the echo there and converts after.
+    started, summary = _echo_run(pulse, simulator, tmp_path, speech, "--transport", "websocket")
+    assert summary["transport"] == "websocket"
+    calls = simulator.calls()
+    assert calls
+    assert all(call.websocket for call in calls)
+    assert started == 1
+    processing = summary["uplink"]["processing"]
+    assert processing["aec"] is True
+    assert processing["active_render_frames"] > 100
+
+
 def test_a_missing_device_is_a_clear_error_before_connecting(
     pulse: PulseServer, simulator: SimulatorThread, tmp_path: Path
 ) -> None:

@@ -209,15 +209,25 @@ def test_without_processing_the_capture_path_is_unchanged() -> None:
     assert a.take_input(10**6).tobytes() == b.take_input(10**6).tobytes()
 
 
-def test_audio_options_turn_processing_on_for_the_engines_that_support_it() -> None:
+def test_audio_options_turn_processing_on_for_both_engines() -> None:
     from rtvoice.audio.engine import AudioEngine, AudioOptions
 
     options = AudioOptions(voice_processing=VoiceProcessing(agc=False))
     opus = AudioEngine("opus", options)
     stats = opus.stats()["uplink"]["processing"]
     assert (stats["aec"], stats["agc"]) == (True, False)
-    pcm = AudioEngine("pcm16", options)  # 24 kHz: not a processing rate, runs without
-    assert "processing" not in pcm.stats()["uplink"]
+    # The 24 kHz PCM16 uplink is not at a canceller's rate: with processing it takes 48 kHz
+    # input, processes it there and converts to 24 kHz after.
+    pcm = AudioEngine("pcm16", options)
+    assert pcm.uplink.input_rate == 48000
+    assert pcm.stats()["uplink"]["processing"]["aec"] is True
+    pcm.uplink.push(_speechlike(0.2, seed=3))
+    assert pcm.stats()["uplink"]["processing"]["frames"] >= 19
+    packet = pcm.uplink.pop_packet()
+    assert packet is not None
+    assert len(packet[0]) == 2 * 480  # a 20 ms PCM16 frame at 24 kHz
+    # Without processing the PCM16 uplink stays at its 24 kHz.
+    assert AudioEngine("pcm16", AudioOptions()).uplink.input_rate == 24000
     assert "processing" not in AudioEngine("opus", AudioOptions()).stats()["uplink"]
 
 

@@ -330,6 +330,11 @@ class AudioEngine:
         self.mode = mode
         self.options = options
         rate = _TRANSPORT_RATE_HZ[mode]
+        if options.voice_processing is not None and rate not in PROCESSING_RATES_HZ:
+            # The canceller works at 8/16/32/48 kHz: the 24 kHz PCM16 uplink then takes its
+            # input at 48 kHz (where the echo reference, the downlink's render stream, is too)
+            # and converts natively after the processing.
+            rate = 48000
         self.uplink = Uplink(
             rate,
             1,
@@ -348,15 +353,7 @@ class AudioEngine:
         self.input = AudioInput(self.uplink)
         vp = options.voice_processing
         if vp is not None:
-            if self.uplink.input_rate in PROCESSING_RATES_HZ:
-                apply_voice_processing(self.uplink, self.downlink, vp)
-            else:
-                logger.warning(
-                    "voice processing needs an uplink at %s Hz; the %s Hz %s uplink runs without",
-                    "/".join(str(r) for r in PROCESSING_RATES_HZ),
-                    self.uplink.input_rate,
-                    mode,
-                )
+            apply_voice_processing(self.uplink, self.downlink, vp)
         out_rate = options.output_rate_hz
         self._record: AudioRing | None = None
         if options.record_output_s > 0:

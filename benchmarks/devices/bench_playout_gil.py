@@ -1,19 +1,20 @@
 """Playout underruns of a sound device while an application thread holds the GIL.
 
 A private PulseAudio server (tests/integration/pulse.py: a null sink as the speaker, reached by
-PortAudio through ALSA's pulse plugin) plays a Downlink through rtvoice's device streams
-(sounddevice; each callback is one native call, Downlink.pull_into_device, that releases the
-GIL inside). The Downlink plays a continuous tone pushed in real time by a feeder thread, so
-every block carries audio. For each configuration it runs SECONDS with and without an
-application thread spinning in a pure-Python busy loop (it holds the GIL and gives it up only at
-sys.getswitchinterval(), 5 ms by default), and counts PortAudio's output underflows
-(Downlink.stats["device_output_underflows"]), the callbacks against the expected count, the
-callbacks that came more than 1.5 blocks after the previous one (device_late_blocks: on a
-device that buffers two blocks, each is close to an underrun) and the longest gap between two
-callbacks after the first 100 (device_max_gap_ms), and the
-Downlink's PCM ring running dry (the feeder falling behind, which would be silence, not an
-underrun of the device). PulseAudio's ALSA plugin hides its own underruns from PortAudio (the
-server plays silence), so the gaps are the figure that transfers to real hardware.
+PortAudio through ALSA's pulse plugin) plays a Downlink through rtvoice's device streams: native
+callbacks (rtvoice._core.NativeAudioStream on sounddevice's PortAudio library: no Python and no
+GIL on PortAudio's thread) and sounddevice's Python callbacks (each one native call,
+Downlink.pull_into_device, that releases the GIL inside). The Downlink plays a continuous tone
+pushed in real time by a feeder thread, so every block carries audio. For each configuration it
+runs SECONDS with and without an application thread spinning in a pure-Python busy loop (it
+holds the GIL and gives it up only at sys.getswitchinterval(), 5 ms by default), and counts
+PortAudio's output underflows (Downlink.stats["device_output_underflows"]), the callbacks
+against the expected count, the callbacks that came more than 1.5 blocks after the previous one
+(device_late_blocks: on a device that buffers two blocks, each is close to an underrun) and the
+longest gap between two callbacks after the first 100 (device_max_gap_ms), and the Downlink's
+PCM ring running dry (the feeder falling behind, which would be silence, not an underrun of the
+device). PulseAudio's ALSA plugin hides its own underruns from PortAudio (the server plays
+silence), so the gaps are the figure that transfers to real hardware.
 
 Target (issue 12): no underrun in 60 s with 20 ms blocks under the busy thread.
 
@@ -60,7 +61,9 @@ def feeder(downlink: object, stop: threading.Event) -> None:
         k += 1
 
 
-def run(seconds: float, block_ms: int, latency: str, with_busy: bool) -> dict[str, float]:
+def run(
+    seconds: float, block_ms: int, latency: str, with_busy: bool, native: bool
+) -> dict[str, float]:
     from rtvoice import Downlink, Uplink
     from rtvoice.audio.devices import DeviceStreams, resolve_device
 
@@ -73,6 +76,7 @@ def run(seconds: float, block_ms: int, latency: str, with_busy: bool) -> dict[st
         output_device=resolve_device(SPEAKER, "output"),
         block_ms=block_ms,
         latency=latency,
+        native_callbacks=native,
     )
     stop = threading.Event()
     threads = [threading.Thread(target=feeder, args=(downlink, stop), daemon=True)]
@@ -109,7 +113,23 @@ def run(seconds: float, block_ms: int, latency: str, with_busy: bool) -> dict[st
 def main() -> int:
     parser = argparse.ArgumentParser(description="playout underruns under a GIL-holding thread")
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--callbacks",
+        choices=["native", "python", "both"],
+        default="both",
+        help="native PortAudio callbacks (no GIL), sounddevice's Python callbacks, or both",
+    )
+    parser.add_argument(
+        "--rows",
+        choices=["all", "20ms"],
+        default="all",
+        help="all block/latency settings, or only 20 ms blocks at low latency",
+    )
     args = parser.parse_args()
+    kinds = {"native": [True], "python": [False], "both": [True, False]}[args.callbacks]
+    settings = [(20, "low")]
+    if args.rows == "all":
+        settings += [(10, "low"), (20, "high")]
     with tempfile.TemporaryDirectory() as tmp:
         server = PulseServer(Path(tmp) / "pulse")
         os.environ.update(server.env)  # PortAudio reads them when sounddevice loads
@@ -124,20 +144,23 @@ def main() -> int:
                 f"{sys.getswitchinterval() * 1000:.0f} ms, {args.seconds:.0f} s per row"
             )
             print(
-                f"{'block':>6} {'latency':>7} {'busy thread':>11} {'callbacks':>9} "
+                f"{'kind':>6} {'block':>6} {'latency':>7} {'busy thread':>11} {'callbacks':>9} "
                 f"{'expected':>8} {'underflows':>10} {'late':>5} {'max gap':>9} "
                 f"{'ring underruns':>14} {'out latency':>11}"
             )
-            for block_ms, latency in ((20, "low"), (10, "low"), (20, "high")):
-                for with_busy in (False, True):
-                    r = run(args.seconds, block_ms, latency, with_busy)
-                    print(
-                        f"{block_ms:>3} ms {latency:>7} {'yes' if with_busy else 'no':>11} "
-                        f"{r['blocks']:>9.0f} {r['expected']:>8.0f} {r['underflows']:>10.0f} "
-                        f"{r['late']:>5.0f} {r['max_gap_ms']:>6.1f} ms "
-                        f"{r['pcm_underruns']:>14.0f} {r['output_latency_ms']:>8.1f} ms",
-                        flush=True,
-                    )
+            for native in kinds:
+                for block_ms, latency in settings:
+                    for with_busy in (False, True):
+                        r = run(args.seconds, block_ms, latency, with_busy, native)
+                        kind = "native" if native else "python"
+                        busy_text = "yes" if with_busy else "no"
+                        print(
+                            f"{kind:>6} {block_ms:>3} ms {latency:>7} {busy_text:>11} "
+                            f"{r['blocks']:>9.0f} {r['expected']:>8.0f} {r['underflows']:>10.0f} "
+                            f"{r['late']:>5.0f} {r['max_gap_ms']:>6.1f} ms "
+                            f"{r['pcm_underruns']:>14.0f} {r['output_latency_ms']:>8.1f} ms",
+                            flush=True,
+                        )
         finally:
             server.stop()
     return 0

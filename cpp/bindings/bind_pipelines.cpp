@@ -15,8 +15,12 @@
 #include <ws2tcpip.h>
 #else
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <netinet/in.h>
 #endif
+#include <mutex>
+#include <utility>
+#include <vector>
 
 #include "common.hpp"
 #include "processing_common.hpp"
@@ -124,7 +128,7 @@ class PyUplink {
   }
 
   void set_processing(const std::optional<std::string>& backend, bool aec, bool ns, bool agc,
-                      bool hpf, int stream_delay_ms, int speex_filter_ms) {
+                      bool hpf, int stream_delay_ms, int speex_filter_ms, int aec_suppression) {
     ProcessingConfig c;
     c.backend = backend_or_default(backend);
     if (!backend) {
@@ -136,6 +140,7 @@ class PyUplink {
     c.high_pass = hpf;
     c.stream_delay_ms = stream_delay_ms;
     c.speex_filter_ms = speex_filter_ms;
+    c.aec_suppression = aec_suppression;
     uplink_.set_processing(c);
   }
 
@@ -255,6 +260,8 @@ class PyUplink {
 
   Uplink& native() { return uplink_; }
   std::atomic<bool>& network_busy() { return network_busy_; }
+  std::atomic<bool>& capture_busy() { return capture_busy_; }
+  DeviceCounters& device_counters() { return device_; }
   std::atomic<bool>& driven() { return driven_; }
 
  private:
@@ -385,6 +392,9 @@ class PyDownlink {
 
   Downlink& native() { return downlink_; }
   std::atomic<bool>& network_busy() { return network_busy_; }
+  std::atomic<bool>& playout_busy() { return playout_busy_; }
+  std::atomic<bool>& driven_flag() { return driven_; }
+  DeviceCounters& device_counters() { return device_; }
   std::atomic<bool>& driven() { return driven_; }
 
  private:
@@ -524,6 +534,280 @@ class PyCaptureDriver : PyDriverBase<CaptureDriver> {
   std::atomic<bool> writer_busy_{false};
 };
 
+
+
+// ------------------------------------------------------------- native sound-device callbacks
+//
+// PortAudio's callbacks without Python: the PortAudio library that sounddevice loaded (its path
+// is given) is opened again with dlopen, which returns the same loaded library and so the same
+// device list and indices; streams opened here call the Uplink / Downlink from PortAudio's own
+// thread, so an application that holds the GIL cannot delay them. The few declarations below
+// are PortAudio v19's stable C ABI (portaudio.h), used at run time only: nothing links against
+// PortAudio at build time.
+
+#ifndef _WIN32
+namespace pa {
+using PaError = int;
+using PaDeviceIndex = int;
+using PaTime = double;
+using PaSampleFormat = unsigned long;
+using PaStreamFlags = unsigned long;
+using PaStreamCallbackFlags = unsigned long;
+struct PaStreamParameters {
+  PaDeviceIndex device;
+  int channelCount;
+  PaSampleFormat sampleFormat;
+  PaTime suggestedLatency;
+  void* hostApiSpecificStreamInfo;
+};
+struct PaStreamCallbackTimeInfo {
+  PaTime inputBufferAdcTime;
+  PaTime currentTime;
+  PaTime outputBufferDacTime;
+};
+struct PaStreamInfo {
+  int structVersion;
+  PaTime inputLatency;
+  PaTime outputLatency;
+  double sampleRate;
+};
+using PaStreamCallback = int(const void*, void*, unsigned long, const PaStreamCallbackTimeInfo*,
+                             PaStreamCallbackFlags, void*);
+constexpr PaSampleFormat kFloat32 = 0x00000001;
+constexpr PaStreamFlags kClipOff = 0x00000001;
+constexpr PaStreamFlags kDitherOff = 0x00000002;
+constexpr int kContinue = 0;
+
+struct Library {
+  PaError (*Initialize)();
+  PaError (*Terminate)();
+  PaError (*OpenStream)(void**, const PaStreamParameters*, const PaStreamParameters*, double,
+                        unsigned long, PaStreamFlags, PaStreamCallback*, void*);
+  PaError (*StartStream)(void*);
+  PaError (*AbortStream)(void*);
+  PaError (*CloseStream)(void*);
+  PaError (*IsStreamActive)(void*);
+  const PaStreamInfo* (*GetStreamInfo)(void*);
+  const char* (*GetErrorText)(PaError);
+};
+
+template <typename F>
+void load(void* handle, const char* name, F& fn) {
+  void* sym = dlsym(handle, name);
+  if (sym == nullptr) throw std::runtime_error(std::string("PortAudio has no ") + name);
+  fn = reinterpret_cast<F>(sym);
+}
+
+// Loaded once per path and never unloaded (streams may outlive any one owner).
+const Library& library(const std::string& path) {
+  static std::mutex mu;
+  static std::vector<std::pair<std::string, std::unique_ptr<Library>>> loaded;
+  std::lock_guard<std::mutex> lock(mu);
+  for (auto& entry : loaded) {
+    if (entry.first == path) return *entry.second;
+  }
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    const char* err = dlerror();
+    throw std::runtime_error("cannot load PortAudio from '" + path + "': " + (err ? err : "?"));
+  }
+  auto lib = std::make_unique<Library>();
+  load(handle, "Pa_Initialize", lib->Initialize);
+  load(handle, "Pa_Terminate", lib->Terminate);
+  load(handle, "Pa_OpenStream", lib->OpenStream);
+  load(handle, "Pa_StartStream", lib->StartStream);
+  load(handle, "Pa_AbortStream", lib->AbortStream);
+  load(handle, "Pa_CloseStream", lib->CloseStream);
+  load(handle, "Pa_IsStreamActive", lib->IsStreamActive);
+  load(handle, "Pa_GetStreamInfo", lib->GetStreamInfo);
+  load(handle, "Pa_GetErrorText", lib->GetErrorText);
+  loaded.emplace_back(path, std::move(lib));
+  return *loaded.back().second;
+}
+}  // namespace pa
+
+class PyNativeAudioStream {
+ public:
+  PyNativeAudioStream(const std::string& library_path, const std::string& kind, int device,
+                      int rate_hz, int block_frames, double latency_s, py::object target)
+      : target_(std::move(target)), rate_hz_(rate_hz) {
+    if (kind != "input" && kind != "output") {
+      throw py::value_error("kind must be 'input' or 'output', not '" + kind + "'");
+    }
+    input_ = kind == "input";
+    if (device < 0) throw py::value_error("device must be a PortAudio device index >= 0");
+    if (rate_hz < 8000 || rate_hz > 192000) throw py::value_error("rate_hz must be 8000..192000");
+    if (block_frames < 1 || block_frames > rate_hz) {
+      throw py::value_error("block_frames must be 1..rate_hz");
+    }
+    if (!(latency_s >= 0.0 && latency_s <= 2.0)) throw py::value_error("latency_s must be 0..2");
+    if (input_) {
+      if (!py::isinstance<PyUplink>(target_)) {
+        throw py::type_error("an input stream feeds an Uplink");
+      }
+      up_ = &target_.cast<PyUplink&>();
+    } else {
+      if (!py::isinstance<PyDownlink>(target_)) {
+        throw py::type_error("an output stream plays a Downlink");
+      }
+      down_ = &target_.cast<PyDownlink&>();
+    }
+    lib_ = &pa::library(library_path);
+    pa::PaStreamParameters params{device, 1, pa::kFloat32, latency_s, nullptr};
+    py::gil_scoped_release nogil;
+    check(lib_->Initialize(), "Pa_Initialize");
+    initialized_ = true;
+    const pa::PaError err =
+        lib_->OpenStream(&stream_, input_ ? &params : nullptr, input_ ? nullptr : &params,
+                         static_cast<double>(rate_hz), static_cast<unsigned long>(block_frames),
+                         pa::kClipOff | pa::kDitherOff, &PyNativeAudioStream::callback, this);
+    if (err != 0) {
+      stream_ = nullptr;
+      lib_->Terminate();
+      initialized_ = false;
+      check(err, "Pa_OpenStream");
+    }
+  }
+
+  ~PyNativeAudioStream() {
+    py::gil_scoped_release nogil;
+    close_nogil();
+  }
+
+  void start() {
+    if (stream_ == nullptr) throw std::runtime_error("the stream is closed");
+    py::gil_scoped_release nogil;
+    check(lib_->StartStream(stream_), "Pa_StartStream");
+  }
+
+  void abort() {
+    if (stream_ == nullptr) return;
+    py::gil_scoped_release nogil;
+    lib_->AbortStream(stream_);
+  }
+
+  void close() {
+    py::gil_scoped_release nogil;
+    close_nogil();
+  }
+
+  bool active() const { return stream_ != nullptr && lib_->IsStreamActive(stream_) == 1; }
+
+  double latency() const {
+    if (stream_ == nullptr) return 0.0;
+    const pa::PaStreamInfo* info = lib_->GetStreamInfo(stream_);
+    if (info == nullptr) return 0.0;
+    return input_ ? info->inputLatency : info->outputLatency;
+  }
+
+  std::uint64_t callbacks() const { return callbacks_.load(std::memory_order_relaxed); }
+  std::uint64_t contention() const { return contention_.load(std::memory_order_relaxed); }
+
+ private:
+  void check(pa::PaError err, const char* what) const {
+    if (err != 0) {
+      const char* text = lib_->GetErrorText(err);
+      throw std::runtime_error(std::string(what) + " failed: " + (text ? text : "?"));
+    }
+  }
+
+  void close_nogil() {
+    if (stream_ != nullptr) {
+      lib_->AbortStream(stream_);
+      lib_->CloseStream(stream_);
+      stream_ = nullptr;
+    }
+    if (initialized_) {
+      lib_->Terminate();
+      initialized_ = false;
+    }
+  }
+
+  // PortAudio's thread: one native call, no Python, no lock, no allocation.
+  static int callback(const void* in, void* out, unsigned long frames,
+                      const pa::PaStreamCallbackTimeInfo*, pa::PaStreamCallbackFlags status,
+                      void* user) {
+    auto* self = static_cast<PyNativeAudioStream*>(user);
+    self->callbacks_.fetch_add(1, std::memory_order_relaxed);
+    const std::int64_t now_ns = steady_now_ns();
+    const auto n = static_cast<std::size_t>(frames);
+    const auto flags = static_cast<unsigned>(status);
+    if (self->input_) {
+      PyUplink& up = *self->up_;
+      up.device_counters().count(flags, kInputUnderflow, kInputOverflow, now_ns, n,
+                                 self->rate_hz_);
+      if (in == nullptr || up.driven().load(std::memory_order_acquire)) return pa::kContinue;
+      TryOwn claim(up.capture_busy());
+      if (!claim.owned) {
+        self->contention_.fetch_add(1, std::memory_order_relaxed);
+        return pa::kContinue;
+      }
+      up.native().push_device(static_cast<const float*>(in), n);
+      return pa::kContinue;
+    }
+    PyDownlink& down = *self->down_;
+    auto* dst = static_cast<float*>(out);
+    down.device_counters().count(flags, kOutputUnderflow, kOutputOverflow, now_ns, n,
+                                 self->rate_hz_);
+    TryOwn claim(down.playout_busy());
+    if (!claim.owned || down.driven_flag().load(std::memory_order_acquire)) {
+      if (!claim.owned) self->contention_.fetch_add(1, std::memory_order_relaxed);
+      std::fill(dst, dst + n, 0.0f);
+      return pa::kContinue;
+    }
+    down.native().pull_device(dst, n, now_ns);
+    return pa::kContinue;
+  }
+
+  struct TryOwn {
+    explicit TryOwn(std::atomic<bool>& f) : flag(f) {
+      owned = !flag.exchange(true, std::memory_order_acquire);
+    }
+    ~TryOwn() {
+      if (owned) flag.store(false, std::memory_order_release);
+    }
+    std::atomic<bool>& flag;
+    bool owned;
+  };
+
+  py::object target_;
+  PyUplink* up_ = nullptr;
+  PyDownlink* down_ = nullptr;
+  const pa::Library* lib_ = nullptr;
+  void* stream_ = nullptr;
+  bool initialized_ = false;
+  bool input_ = true;
+  int rate_hz_;
+  std::atomic<std::uint64_t> callbacks_{0};
+  std::atomic<std::uint64_t> contention_{0};
+};
+#endif  // _WIN32
+
+void init_native_audio_stream(py::module_& m) {
+#ifndef _WIN32
+  py::class_<PyNativeAudioStream>(m, "NativeAudioStream", R"doc(
+A PortAudio stream whose callback is native: ``kind`` "input" pushes each block into ``target``
+(an Uplink, as push_from_device does), "output" fills it from ``target`` (a Downlink, as
+pull_into_device does), on PortAudio's thread without the GIL. ``library`` is the path of the
+PortAudio library already loaded by sounddevice (``sounddevice._libname``), so ``device`` is one
+of its indices. Mono float32, ``block_frames`` per callback at ``rate_hz``, ``latency_s``
+suggested. Status flags are counted in the target's device statistics.
+)doc")
+      .def(py::init<const std::string&, const std::string&, int, int, int, double, py::object>(),
+           py::arg("library"), py::arg("kind"), py::arg("device"), py::arg("rate_hz"),
+           py::arg("block_frames"), py::arg("latency_s"), py::arg("target"))
+      .def("start", &PyNativeAudioStream::start)
+      .def("abort", &PyNativeAudioStream::abort)
+      .def("close", &PyNativeAudioStream::close)
+      .def_property_readonly("active", &PyNativeAudioStream::active)
+      .def_property_readonly("latency", &PyNativeAudioStream::latency)
+      .def_property_readonly("callbacks", &PyNativeAudioStream::callbacks)
+      .def_property_readonly("contention", &PyNativeAudioStream::contention);
+  m.attr("native_audio_streams") = true;
+#else
+  m.attr("native_audio_streams") = false;
+#endif
+}
 
 // ------------------------------------------------------------------ the native media path
 
@@ -883,9 +1167,12 @@ thread; ``stats`` to any thread.
            py::arg("backend") = py::none(), py::arg("aec") = true,
            py::arg("noise_suppression") = true, py::arg("agc") = true, py::arg("high_pass") = true,
            py::arg("stream_delay_ms") = 0, py::arg("speex_filter_ms") = 400,
+           py::arg("aec_suppression") = 1,
            "Any thread: echo cancellation, noise suppression, AGC and high-pass on the capture "
            "path (10 ms frames at the input rate, before resampling and encoding). The first "
-           "call creates the processor; later calls switch the stages on or off.")
+           "call creates the processor (aec_suppression: the WebRTC canceller's suppression "
+           "level, 0 low, 1 moderate, 2 high, fixed from then on); later calls switch the "
+           "stages on or off.")
       .def(
           "set_echo_reference",
           [](PyUplink& u, PyDownlink& d, int lead_ms, int max_lead_ms) {
@@ -1017,6 +1304,7 @@ silence when the ring runs short (as a live microphone keeps producing samples).
       .def("__exit__", [](PyCaptureDriver& d, py::args) { d.stop(); });
 
   init_media(m);
+  init_native_audio_stream(m);
 }
 
 }  // namespace rtvoice::bind

@@ -308,6 +308,7 @@ class Uplink(metaclass=_pybind11_type):
         high_pass: bool = True,
         stream_delay_ms: int = 0,
         speex_filter_ms: int = 400,
+        aec_suppression: int = 1,
     ) -> None: ...
     def set_echo_reference(
         self, downlink: Downlink, *, lead_ms: int = 20, max_lead_ms: int = 120
@@ -480,3 +481,28 @@ class MediaCall(metaclass=_pybind11_type):
     def notify_fd(self) -> int: ...
     @property
     def running(self) -> bool: ...
+
+native_audio_streams: bool
+
+class NativeAudioStream(metaclass=_pybind11_type):
+    def __init__(
+        self,
+        library: str,
+        kind: str,
+        device: int,
+        rate_hz: int,
+        block_frames: int,
+        latency_s: float,
+        target: Uplink | Downlink,
+    ) -> None: ...
+    def start(self) -> None: ...
+    def abort(self) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def active(self) -> bool: ...
+    @property
+    def latency(self) -> float: ...
+    @property
+    def callbacks(self) -> int: ...
+    @property
+    def contention(self) -> int: ...

@@ -96,11 +96,23 @@ def add_talk_parser(sub: Any) -> None:
     )
     p.add_argument("--block-ms", type=int, choices=[10, 20], default=20, help="device block")
     p.add_argument(
+        "--callbacks",
+        choices=["auto", "native", "python"],
+        default="auto",
+        help="device callbacks: native (no GIL; the default where available) or sounddevice's",
+    )
+    p.add_argument(
         "--latency",
         default="low",
         help="PortAudio's suggested latency: low, high or seconds (default: low)",
     )
     p.add_argument("--no-aec", action="store_true", help="turn echo cancellation off")
+    p.add_argument(
+        "--aec-suppression",
+        choices=["low", "moderate", "high"],
+        default="moderate",
+        help="the WebRTC canceller's suppression level (default: moderate)",
+    )
     p.add_argument("--no-noise-suppression", action="store_true")
     p.add_argument("--no-agc", action="store_true", help="turn automatic gain control off")
     p.add_argument("--no-high-pass", action="store_true")
@@ -195,6 +207,9 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
         agc=not args.no_agc,
         high_pass=not args.no_high_pass,
         backend=args.aec_backend,
+        aec_suppression={"low": 0, "moderate": 1, "high": 2}[
+            getattr(args, "aec_suppression", "moderate")
+        ],
     )
     # The devices feed the native pipelines directly; with voice processing the uplink takes
     # 48 kHz on either transport (the WebSocket one converts to its 24 kHz PCM16 natively,
@@ -232,6 +247,9 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
             output_device=speaker,
             block_ms=args.block_ms,
             latency=latency,
+            native_callbacks={"auto": None, "native": True, "python": False}[
+                getattr(args, "callbacks", "auto")
+            ],
         )
         try:
             streams.start()
@@ -302,6 +320,7 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
         "output_device": speaker.name,
         "device_rates_hz": [streams.input_rate_hz, streams.output_rate_hz],
         "transport": metrics.transport,
+        "native_callbacks": streams.native_callbacks,
         "events": counts,
         "uplink": metrics.uplink,
         "downlink": metrics.downlink,

@@ -133,3 +133,26 @@ def test_recording_off_keeps_nothing_and_starts_no_pump() -> None:
         assert engine.read_recording().size == 0
     finally:
         engine.stop_playout()
+
+
+@pytest.mark.skipif(not rtvoice._core.native_audio_streams, reason="POSIX only")
+def test_native_audio_stream_arguments_are_checked_before_portaudio_is_touched() -> None:
+    from rtvoice import _core
+
+    up = rtvoice.Uplink(48000)
+    down = rtvoice.Downlink(48000)
+    lib = "libportaudio.so.2"
+    with pytest.raises(ValueError, match="kind must be"):
+        _core.NativeAudioStream(lib, "duplex", 0, 48000, 960, 0.02, up)
+    with pytest.raises(ValueError, match="device index"):
+        _core.NativeAudioStream(lib, "input", -1, 48000, 960, 0.02, up)
+    with pytest.raises(ValueError, match="rate_hz"):
+        _core.NativeAudioStream(lib, "output", 0, 1000, 960, 0.02, down)
+    with pytest.raises(ValueError, match="block_frames"):
+        _core.NativeAudioStream(lib, "output", 0, 48000, 0, 0.02, down)
+    with pytest.raises(ValueError, match="latency_s"):
+        _core.NativeAudioStream(lib, "output", 0, 48000, 960, float("nan"), down)
+    with pytest.raises(TypeError):  # an input stream feeds an Uplink, not a Downlink
+        _core.NativeAudioStream(lib, "input", 0, 48000, 960, 0.02, down)
+    with pytest.raises(RuntimeError, match="cannot load PortAudio"):
+        _core.NativeAudioStream("/nonexistent/libportaudio.so", "output", 0, 48000, 960, 0.02, down)

@@ -1,7 +1,12 @@
 """Sound devices through sounddevice (PortAudio): listing, choosing by name or index, and the
 microphone and speaker streams of a session.
 
-Each PortAudio callback does one native call and returns: the input callback hands the block to
+The callbacks are native where the core has them (POSIX): the PortAudio library sounddevice
+loaded is opened again by the core (:class:`rtvoice._core.NativeAudioStream`), and its streams
+call the pipelines on PortAudio's thread with no Python and no GIL, so an application thread
+that holds the GIL cannot delay playout or capture. Otherwise (or with
+``native_callbacks=False``) sounddevice's Python callbacks are used, each doing one native call:
+the input callback hands the block to
 ``Uplink.push_from_device`` (the capture path: conversion from the device's rate, voice
 processing, the ring), the output callback fills PortAudio's buffer with
 ``Downlink.pull_into_device`` (the device is the playout clock; conversion to its rate). Devices
@@ -19,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rtvoice import _core
 from rtvoice._core import Downlink, Uplink
 from rtvoice.audio.sources import DeviceError
 
@@ -155,6 +161,7 @@ class DeviceStreams:
         block_ms: int = 20,
         latency: str | float = "low",
         rate_hz: int | None = None,
+        native_callbacks: bool | None = None,
     ) -> None:
         if block_ms not in (10, 20):
             raise ValueError(f"block_ms must be 10 or 20, not {block_ms}")
@@ -173,6 +180,11 @@ class DeviceStreams:
         )
         self._input: Any = None
         self._output: Any = None
+        # None: native callbacks where the core has them (POSIX) and sounddevice's PortAudio
+        # library can be reopened; True: native or an error; False: sounddevice's callbacks.
+        self._native_wanted = native_callbacks
+        #: Whether the streams' callbacks are native (no Python, no GIL) or sounddevice's.
+        self.native_callbacks = False
         self._started_ns = 0
         self._last_blocks = {"input": 0, "output": 0}
         self._last_progress_ns = {"input": 0, "output": 0}
@@ -191,16 +203,30 @@ class DeviceStreams:
         def on_output(outdata: Any, frames: int, time_info: Any, status: Any) -> None:
             pull(outdata, status._flags)
 
+        native = (
+            self._native_wanted is not False
+            and bool(getattr(_core, "native_audio_streams", False))
+            and isinstance(getattr(sd, "_libname", None), str)
+        )
+        if self._native_wanted and not native:
+            raise DeviceError("native device callbacks are not available on this platform")
+        self.native_callbacks = native
         try:
             if self.output_device is not None:
                 self.downlink.set_device_rate(self.output_rate_hz)
-                self._output = self._open(
-                    sd.OutputStream, self.output_device, on_output, self.output_rate_hz
+                self._output = (
+                    self._open_native(sd, "output", self.output_device, self.output_rate_hz)
+                    if native
+                    else self._open(
+                        sd.OutputStream, self.output_device, on_output, self.output_rate_hz
+                    )
                 )
             if self.input_device is not None:
                 self.uplink.set_device_rate(self.input_rate_hz)
-                self._input = self._open(
-                    sd.InputStream, self.input_device, on_input, self.input_rate_hz
+                self._input = (
+                    self._open_native(sd, "input", self.input_device, self.input_rate_hz)
+                    if native
+                    else self._open(sd.InputStream, self.input_device, on_input, self.input_rate_hz)
                 )
             if self._output is not None:
                 self._output.start()
@@ -227,6 +253,31 @@ class DeviceStreams:
                 device=device.index,
                 latency=self.latency,
                 callback=callback,
+            )
+        except Exception as exc:
+            raise DeviceError(
+                f"cannot open the {what} {device.name!r} (index {device.index}) at "
+                f"{rate_hz} Hz mono: {exc}"
+            ) from exc
+
+    def _open_native(self, sd: Any, kind: Kind, device: DeviceInfo, rate_hz: int) -> Any:
+        """A PortAudio stream of sounddevice's own library whose callback is native: it calls
+        the Uplink or Downlink on PortAudio's thread, never needing the GIL."""
+        what = "microphone" if kind == "input" else "speaker"
+        latency = self.latency
+        try:
+            if isinstance(latency, str):
+                info = sd.query_devices(device.index)
+                latency = float(info[f"default_{latency}_{kind}_latency"])
+            target: Any = self.uplink if kind == "input" else self.downlink
+            return _core.NativeAudioStream(
+                sd._libname,
+                kind,
+                device.index,
+                rate_hz,
+                rate_hz * self.block_ms // 1000,
+                float(latency),
+                target,
             )
         except Exception as exc:
             raise DeviceError(

@@ -138,7 +138,9 @@ class VoiceProcessing:
     for the build's preferred one (:func:`rtvoice._core.voice_processing_backends`).
     ``reference_lead_ms`` is how far the far-end reference is kept ahead of the capture stream;
     ``stream_delay_ms`` the expected remaining echo delay (device latencies), which the WebRTC
-    backend's delay estimator refines.
+    backend's delay estimator refines. ``aec_suppression`` is the WebRTC canceller's
+    suppression level (0 low, 1 moderate, 2 high: more echo removed while it converges, and
+    more of the user's voice when both talk at once), fixed when processing starts.
     """
 
     aec: bool = True
@@ -148,8 +150,11 @@ class VoiceProcessing:
     backend: str | None = None
     reference_lead_ms: int = 20
     stream_delay_ms: int = 0
+    aec_suppression: int = 1
 
     def __post_init__(self) -> None:
+        if self.aec_suppression not in (0, 1, 2):
+            raise ValueError(f"aec_suppression must be 0, 1 or 2, not {self.aec_suppression!r}")
         if self.backend is not None and self.backend not in ("webrtc", "speex"):
             raise ValueError(f"backend must be 'webrtc', 'speex' or None, not {self.backend!r}")
         if not 0 <= self.reference_lead_ms <= 500:
@@ -168,6 +173,7 @@ def apply_voice_processing(uplink: Uplink, downlink: Downlink, vp: VoiceProcessi
         agc=vp.agc,
         high_pass=vp.high_pass,
         stream_delay_ms=vp.stream_delay_ms,
+        aec_suppression=vp.aec_suppression,
     )
     try:
         uplink.set_echo_reference(

@@ -1932,7 +1932,11 @@ class RealtimeSession:
             jitter_ms=s.get("jitter_ms"),
             remote_packets_lost=s.get("remote_packets_lost"),
             jitter_buffer=audio["jitter_buffer"],
-            downlink=audio["downlink"],
+            downlink=(
+                {**audio["downlink"], "pcm_dropped_samples": s["pcm_dropped_samples"]}
+                if "pcm_dropped_samples" in s
+                else audio["downlink"]
+            ),
             uplink=up,
             playout=audio["playout"],
             events_received=self._codec.received_count,

@@ -146,6 +146,8 @@ def test_audio_round_trip_is_intact(transport: str) -> None:
             assert "/v1/realtime" in paths
             # The end of the reply drains the PCM buffer: one underrun, counted.
             assert m.downlink["pcm_underruns"] >= 1
+            # The ring had room for the whole reply: nothing received was dropped.
+            assert m.downlink["pcm_dropped_samples"] == 0
 
     asyncio.run(main())
 

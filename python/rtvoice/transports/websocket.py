@@ -177,6 +177,9 @@ class WebSocketTransport(ThreadedTransport):
         self.audio_bytes_sent = 0
         self.audio_deltas_received = 0
         self.audio_samples_received = 0
+        # Received samples the downlink's PCM ring had no room for (it holds 20 s ahead of
+        # playout), counted rather than dropped silently.
+        self.audio_samples_dropped = 0
         self.bad_audio_deltas = 0
         # Monotonic ns of the last output audio delta (0 before the first).
         self.last_audio_delta_ns = 0
@@ -253,6 +256,7 @@ class WebSocketTransport(ThreadedTransport):
             "packets_lost": 0,
             "jitter_ms": None,
             "media_errors": self.bad_audio_deltas,
+            "pcm_dropped_samples": self.audio_samples_dropped,
         }
 
     def audio_received_ms(self, item_id: str) -> float | None:
@@ -431,8 +435,12 @@ class WebSocketTransport(ThreadedTransport):
             self.audio_samples_by_item.move_to_end(item)
             while len(self.audio_samples_by_item) > _ITEMS_KEPT:
                 self.audio_samples_by_item.popitem(last=False)
-        if self._downlink is not None and pcm.size:
-            self._downlink.push_pcm(np.ascontiguousarray(pcm, dtype=np.int16))
+        downlink = self._downlink
+        if downlink is not None and pcm.size:
+            pushed = int(downlink.push_pcm(np.ascontiguousarray(pcm, dtype=np.int16)))
+            # A closed media gate (a call being replaced) counts its own drops.
+            if pushed < pcm.size and getattr(downlink, "is_open", True):
+                self.audio_samples_dropped += int(pcm.size) - pushed
         return True
 
     async def _sender(self) -> None:

@@ -534,8 +534,6 @@ class PyCaptureDriver : PyDriverBase<CaptureDriver> {
   std::atomic<bool> writer_busy_{false};
 };
 
-
-
 // ------------------------------------------------------------- native sound-device callbacks
 //
 // PortAudio's callbacks without Python: the PortAudio library that sounddevice loaded (its path
@@ -734,8 +732,7 @@ class PyNativeAudioStream {
     const auto flags = static_cast<unsigned>(status);
     if (self->input_) {
       PyUplink& up = *self->up_;
-      up.device_counters().count(flags, kInputUnderflow, kInputOverflow, now_ns, n,
-                                 self->rate_hz_);
+      up.device_counters().count(flags, kInputUnderflow, kInputOverflow, now_ns, n, self->rate_hz_);
       if (in == nullptr || up.driven().load(std::memory_order_acquire)) return pa::kContinue;
       TryOwn claim(up.capture_busy());
       if (!claim.owned) {
@@ -848,8 +845,8 @@ py::tuple address_tuple(const sockaddr_storage& ss) {
 }
 
 SrtpProfile parse_profile(const std::string& name) {
-  for (SrtpProfile p : {SrtpProfile::Aes128CmSha1_80, SrtpProfile::AeadAes128Gcm,
-                        SrtpProfile::AeadAes256Gcm}) {
+  for (SrtpProfile p :
+       {SrtpProfile::Aes128CmSha1_80, SrtpProfile::AeadAes128Gcm, SrtpProfile::AeadAes256Gcm}) {
     if (srtp_profile_name(p) == name) return p;
   }
   throw py::value_error("unknown SRTP protection profile '" + name + "'");
@@ -958,8 +955,7 @@ class PyMediaCall {
     sockaddr_storage from{};
     socklen_t from_len = 0;
     if (!call_->pop_datagram(buf, sizeof(buf), len, from, from_len)) return py::none();
-    return py::make_tuple(py::bytes(reinterpret_cast<const char*>(buf), len),
-                          address_tuple(from));
+    return py::make_tuple(py::bytes(reinterpret_cast<const char*>(buf), len), address_tuple(from));
   }
 
   py::dict stats() const {
@@ -1005,8 +1001,8 @@ class PyMediaCall {
   }
 
   std::string repr() const {
-    return "MediaCall(remote='" + host_ + ":" + std::to_string(port_) + "', profile='" +
-           profile_ + "', " + (started_ ? "running" : (stopped_ ? "stopped" : "new")) + ")";
+    return "MediaCall(remote='" + host_ + ":" + std::to_string(port_) + "', profile='" + profile_ +
+           "', " + (started_ ? "running" : (stopped_ ? "stopped" : "new")) + ")";
   }
 
   MediaCall& call() { return *call_; }
@@ -1035,9 +1031,10 @@ void init_media(py::module_& m) {
         return out;
       },
       "The DTLS-SRTP protection profiles the native media path can use, preferred first.");
-  m.def("srtp_key_salt_length",
-        [](const std::string& profile) { return srtp_key_salt_length(parse_profile(profile)); },
-        py::arg("profile"), "Bytes of master key plus master salt of a protection profile.");
+  m.def(
+      "srtp_key_salt_length",
+      [](const std::string& profile) { return srtp_key_salt_length(parse_profile(profile)); },
+      py::arg("profile"), "Bytes of master key plus master salt of a protection profile.");
   m.def("srtp_version", &srtp_library_version, "The libsrtp2 version the core is linked with.");
   m.def(
       "media_engine_stats",
@@ -1052,7 +1049,8 @@ void init_media(py::module_& m) {
         d["threads_started"] = s.threads_started;
         return d;
       },
-      "The process's media threads: calls served, threads running (of max_threads), loop iterations.");
+      "The process's media threads: calls served, threads running (of max_threads), loop "
+      "iterations.");
 
   py::class_<PyMediaCall>(m, "MediaCall", R"doc(
 One WebRTC call's RTP/RTCP/SRTP on the process's native media thread (no GIL, no Python per
@@ -1067,27 +1065,25 @@ must not be drained elsewhere meanwhile); inbound Opus RTP of ``payload_type`` g
 ``pop_datagram()``; ``notify_fd`` is readable when some do. ``start()`` puts the call on the
 media thread, ``stop()`` takes it off (and returns once that thread let go).
 )doc")
-      .def(py::init<int, const std::string&, int, const std::string&, const py::bytes&,
-                    const py::bytes&, std::uint32_t, int, py::object, py::object, int,
-                    std::uint32_t, const std::string&, int, int, const std::string&, int, int,
-                    std::uint32_t>(),
-           py::arg("fd"), py::arg("host"), py::arg("port"), py::arg("profile"),
-           py::arg("tx_key"), py::arg("rx_key"), py::arg("ssrc"), py::arg("payload_type"),
-           py::arg("uplink"), py::arg("downlink"), py::kw_only(), py::arg("seq_offset") = 0,
-           py::arg("timestamp_offset") = 0, py::arg("mid") = "", py::arg("mid_id") = 0,
-           py::arg("abs_send_time_id") = 0, py::arg("cname") = "",
-           py::arg("rtcp_interval_ms") = 1000, py::arg("python_slots") = 128,
-           py::arg("seed") = 0)
+      .def(
+          py::init<int, const std::string&, int, const std::string&, const py::bytes&,
+                   const py::bytes&, std::uint32_t, int, py::object, py::object, int, std::uint32_t,
+                   const std::string&, int, int, const std::string&, int, int, std::uint32_t>(),
+          py::arg("fd"), py::arg("host"), py::arg("port"), py::arg("profile"), py::arg("tx_key"),
+          py::arg("rx_key"), py::arg("ssrc"), py::arg("payload_type"), py::arg("uplink"),
+          py::arg("downlink"), py::kw_only(), py::arg("seq_offset") = 0,
+          py::arg("timestamp_offset") = 0, py::arg("mid") = "", py::arg("mid_id") = 0,
+          py::arg("abs_send_time_id") = 0, py::arg("cname") = "",
+          py::arg("rtcp_interval_ms") = 1000, py::arg("python_slots") = 128, py::arg("seed") = 0)
       .def("start", &PyMediaCall::start)
       .def("stop", &PyMediaCall::stop)
       .def("pop_datagram", &PyMediaCall::pop_datagram,
            "The next queued non-media datagram as (data, address), or None.")
       .def("stats", &PyMediaCall::stats)
-      .def("set_loss_hint",
-           [](PyMediaCall& c, int percent) {
-             c.call().set_loss_hint(std::clamp(percent, 0, 100));
-           },
-           py::arg("percent"))
+      .def(
+          "set_loss_hint",
+          [](PyMediaCall& c, int percent) { c.call().set_loss_hint(std::clamp(percent, 0, 100)); },
+          py::arg("percent"))
       .def_property(
           "send_open", [](PyMediaCall& c) { return c.call().send_open(); },
           [](PyMediaCall& c, bool open) { c.call().set_send_open(open); })

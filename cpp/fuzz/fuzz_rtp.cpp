@@ -36,9 +36,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::size_t plen = in.u8() % sizeof(payload);
   for (std::size_t i = 0; i < plen; ++i) payload[i] = in.u8();
   std::uint8_t out[256];
-  const std::size_t n =
-      rtp::write_rtp(out, sizeof(out), pt, false, seq, ts, ssrc, ext, in.u32(), 0, false, payload,
-                     plen);
+  const std::size_t n = rtp::write_rtp(out, sizeof(out), pt, false, seq, ts, ssrc, ext, in.u32(), 0,
+                                       false, payload, plen);
   if (n > 0) {
     rtp::RtpView w;
     RTVOICE_FUZZ_CHECK(rtp::parse_rtp(out, n, w));

@@ -110,12 +110,12 @@ constexpr int kMaxReadsPerWake = 64;
 }  // namespace
 
 struct MediaCall::Counters {
-  std::atomic<std::uint64_t> packets_sent{0}, payload_bytes_sent{0}, bytes_sent{0},
-      send_errors{0}, send_would_block{0}, protect_errors{0}, uplink_contention{0},
-      rtcp_sent{0}, datagrams_received{0}, packets_received{0}, payload_bytes_received{0},
-      srtp_errors{0}, srtcp_errors{0}, malformed{0}, other_payload_type{0}, foreign_source{0},
-      ssrc_changes{0}, gated{0}, downlink_refused{0}, downlink_contention{0}, rtcp_received{0},
-      bye_received{0}, to_python{0}, to_python_dropped{0}, oversized{0}, reports_received{0};
+  std::atomic<std::uint64_t> packets_sent{0}, payload_bytes_sent{0}, bytes_sent{0}, send_errors{0},
+      send_would_block{0}, protect_errors{0}, uplink_contention{0}, rtcp_sent{0},
+      datagrams_received{0}, packets_received{0}, payload_bytes_received{0}, srtp_errors{0},
+      srtcp_errors{0}, malformed{0}, other_payload_type{0}, foreign_source{0}, ssrc_changes{0},
+      gated{0}, downlink_refused{0}, downlink_contention{0}, rtcp_received{0}, bye_received{0},
+      to_python{0}, to_python_dropped{0}, oversized{0}, reports_received{0};
   std::atomic<std::uint32_t> remote_ssrc{0};
   std::atomic<std::int64_t> packets_lost{0}, last_rtp_ns{0}, last_rtcp_ns{0},
       remote_packets_lost{0};
@@ -124,9 +124,8 @@ struct MediaCall::Counters {
   std::atomic<int> loss_hint_applied{-1};
 };
 
-MediaCall::MediaCall(const MediaCallConfig& config, Uplink* uplink,
-                     std::atomic<bool>* uplink_busy, Downlink* downlink,
-                     std::atomic<bool>* downlink_busy)
+MediaCall::MediaCall(const MediaCallConfig& config, Uplink* uplink, std::atomic<bool>* uplink_busy,
+                     Downlink* downlink, std::atomic<bool>* downlink_busy)
     : config_(config),
       uplink_(uplink),
       uplink_busy_(uplink_busy),
@@ -396,9 +395,9 @@ void MediaCall::handle_rtcp(std::uint8_t* buf, std::size_t len, std::int64_t now
 
 bool MediaCall::send_datagram(const std::uint8_t* data, std::size_t len) {
   for (;;) {
-    const ssize_t n = sendto(fd_, data, len, MSG_DONTWAIT,
-                             reinterpret_cast<const sockaddr*>(&config_.remote),
-                             config_.remote_len);
+    const ssize_t n =
+        sendto(fd_, data, len, MSG_DONTWAIT, reinterpret_cast<const sockaddr*>(&config_.remote),
+               config_.remote_len);
     if (n >= 0) {
       c_->bytes_sent.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
       return true;
@@ -418,10 +417,9 @@ void MediaCall::send_packet(const UplinkPacketInfo& info, std::int64_t now_ns) {
   const std::uint32_t ts = info.timestamp + config_.timestamp_offset;
   const std::uint64_t ntp = rtp::ntp_from_unix_ns(unix_ns());
   const auto abs_send_time = static_cast<std::uint32_t>((ntp >> 14) & 0xFFFFFF);
-  std::size_t len = rtp::write_rtp(packet_.data(), packet_.size() - kSrtpMaxOverhead,
-                                   config_.payload_type, first_packet_, seq, ts, config_.ssrc,
-                                   config_.extensions, abs_send_time, 127, false,
-                                   payload_.data(), info.bytes);
+  std::size_t len = rtp::write_rtp(
+      packet_.data(), packet_.size() - kSrtpMaxOverhead, config_.payload_type, first_packet_, seq,
+      ts, config_.ssrc, config_.extensions, abs_send_time, 127, false, payload_.data(), info.bytes);
   if (len == 0 || tx_->protect(packet_.data(), len, packet_.size()) != 0) {
     c_->protect_errors.fetch_add(1, std::memory_order_relaxed);
     return;
@@ -457,15 +455,14 @@ void MediaCall::send_report(std::int64_t now_ns) {
   if (with_block) {
     std::uint32_t dlsr = 0;
     if (last_sr_arrival_ns_ != 0) {
-      dlsr = static_cast<std::uint32_t>(
-          static_cast<double>(now_ns - last_sr_arrival_ns_) / 1e9 * 65536.0);
+      dlsr = static_cast<std::uint32_t>(static_cast<double>(now_ns - last_sr_arrival_ns_) / 1e9 *
+                                        65536.0);
     }
     reception_.make_block(block, last_sr_arrival_ns_ != 0 ? last_sr_compact_ : 0, dlsr);
   }
-  std::size_t len = rtp::write_report(report_.data(), report_.size() - kSrtpMaxOverhead,
-                                      config_.ssrc, sending ? &sender : nullptr,
-                                      with_block ? &block : nullptr, config_.cname.data(),
-                                      config_.cname.size());
+  std::size_t len = rtp::write_report(
+      report_.data(), report_.size() - kSrtpMaxOverhead, config_.ssrc, sending ? &sender : nullptr,
+      with_block ? &block : nullptr, config_.cname.data(), config_.cname.size());
   if (len == 0 || tx_->protect_rtcp(report_.data(), len, report_.size()) != 0) {
     c_->protect_errors.fetch_add(1, std::memory_order_relaxed);
     return;
@@ -517,9 +514,9 @@ std::int64_t MediaCall::service(std::int64_t now_ns) {
 // ------------------------------------------------------------------------------- MediaEngine
 
 struct MediaEngine::Worker {
-  std::vector<std::shared_ptr<MediaCall>> calls;  // guarded by the engine's mu_
-  std::uint64_t epoch = 0;       // bumped by every add/remove
-  std::uint64_t seen_epoch = 0;  // the epoch of the thread's current snapshot
+  std::vector<std::shared_ptr<MediaCall> > calls;  // guarded by the engine's mu_
+  std::uint64_t epoch = 0;                         // bumped by every add/remove
+  std::uint64_t seen_epoch = 0;                    // the epoch of the thread's current snapshot
   std::atomic<bool> dirty{false};
   bool stop = false;
   bool running = false;
@@ -644,7 +641,7 @@ MediaEngineStats MediaEngine::stats() const {
 }
 
 void MediaEngine::run(Worker& w) {
-  std::vector<std::shared_ptr<MediaCall>> calls;
+  std::vector<std::shared_ptr<MediaCall> > calls;
   std::vector<pollfd> fds;
   for (;;) {
     if (w.dirty.exchange(false, std::memory_order_acq_rel)) {

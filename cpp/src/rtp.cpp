@@ -7,9 +7,7 @@
 namespace rtvoice::rtp {
 namespace {
 
-std::uint16_t rd16(const std::uint8_t* p) {
-  return static_cast<std::uint16_t>((p[0] << 8) | p[1]);
-}
+std::uint16_t rd16(const std::uint8_t* p) { return static_cast<std::uint16_t>((p[0] << 8) | p[1]); }
 std::uint32_t rd32(const std::uint8_t* p) {
   return (static_cast<std::uint32_t>(p[0]) << 24) | (static_cast<std::uint32_t>(p[1]) << 16) |
          (static_cast<std::uint32_t>(p[2]) << 8) | p[3];
@@ -86,8 +84,8 @@ std::size_t write_rtp(std::uint8_t* out, std::size_t capacity, std::uint8_t payl
                       std::size_t payload_len) {
   // The one-byte extension elements: each is (id << 4 | len - 1) then len bytes.
   std::size_t ext_bytes = 0;
-  const bool mid = ext.mid_id > 0 && ext.mid_id < 15 && ext.mid_len > 0 &&
-                   ext.mid_len <= kMaxMidBytes;
+  const bool mid =
+      ext.mid_id > 0 && ext.mid_id < 15 && ext.mid_len > 0 && ext.mid_len <= kMaxMidBytes;
   const bool ast = ext.abs_send_time_id > 0 && ext.abs_send_time_id < 15;
   const bool level = ext.audio_level_id > 0 && ext.audio_level_id < 15;
   if (mid) ext_bytes += 1 + ext.mid_len;
@@ -282,14 +280,13 @@ void ReceptionStats::make_block(ReportBlock& block, std::uint32_t lsr, std::uint
   received_prior_ = received_;
   const std::int64_t lost_interval = expected_interval - received_interval;
   block.ssrc = ssrc_;
-  block.fraction_lost =
-      (expected_interval <= 0 || lost_interval <= 0)
-          ? 0
-          : static_cast<std::uint8_t>(std::min<std::int64_t>(
-                255, (lost_interval << 8) / expected_interval));
+  block.fraction_lost = (expected_interval <= 0 || lost_interval <= 0)
+                            ? 0
+                            : static_cast<std::uint8_t>(std::min<std::int64_t>(
+                                  255, (lost_interval << 8) / expected_interval));
   const std::int64_t lost = cumulative_lost();
-  block.cumulative_lost = static_cast<std::int32_t>(
-      lost > 0x7FFFFF ? 0x7FFFFF : (lost < -0x800000 ? -0x800000 : lost));
+  block.cumulative_lost =
+      static_cast<std::int32_t>(lost > 0x7FFFFF ? 0x7FFFFF : (lost < -0x800000 ? -0x800000 : lost));
   block.highest_seq = extended_highest();
   block.jitter = static_cast<std::uint32_t>(jitter_);
   block.lsr = lsr;

@@ -28,8 +28,7 @@ bool known(SrtpProfile p) {
 }
 
 // Creates a session into ctx; returns libsrtp2's status.
-srtp_err_status_t create(SrtpProfile profile, const std::uint8_t* key, bool outbound,
-                         srtp_t* ctx) {
+srtp_err_status_t create(SrtpProfile profile, const std::uint8_t* key, bool outbound, srtp_t* ctx) {
   srtp_policy_t policy;
   std::memset(&policy, 0, sizeof(policy));
   const auto p = static_cast<srtp_profile_t>(static_cast<int>(profile));

@@ -33,8 +33,8 @@ void test_rtp_roundtrip() {
   ext.abs_send_time_id = 3;
   const std::uint8_t payload[5] = {1, 2, 3, 4, 5};
   std::uint8_t buf[128];
-  const std::size_t n = rtp::write_rtp(buf, sizeof(buf), 111, true, 65535, 0xFFFFFF00u,
-                                       0x11223344u, ext, 0xABCDEF, 127, false, payload, 5);
+  const std::size_t n = rtp::write_rtp(buf, sizeof(buf), 111, true, 65535, 0xFFFFFF00u, 0x11223344u,
+                                       ext, 0xABCDEF, 127, false, payload, 5);
   RTVOICE_CHECK(n > 12 + 5);
   RTVOICE_CHECK_EQ((n - 12 - 5) % 4, 0u);
   rtp::RtpView v;
@@ -71,8 +71,7 @@ void test_rtcp_roundtrip() {
   block.lsr = 0x12345678u;
   block.dlsr = 65536;
   std::uint8_t buf[256];
-  const std::size_t n =
-      rtp::write_report(buf, sizeof(buf), 0xBEEFu, &sender, &block, "cname-x", 7);
+  const std::size_t n = rtp::write_report(buf, sizeof(buf), 0xBEEFu, &sender, &block, "cname-x", 7);
   RTVOICE_CHECK(n > 0);
   RTVOICE_CHECK_EQ(n % 4, 0u);
   RTVOICE_CHECK(rtp::is_rtcp(buf, n));
@@ -108,8 +107,10 @@ void test_reception_stats() {
   const std::uint16_t seqs[] = {65530, 65531, 65532, 65533, 65534, 0, 1, 3, 4, 5};
   std::int64_t t = 1000000000;
   for (std::uint16_t s : seqs) {
-    const std::uint32_t ts = static_cast<std::uint32_t>(static_cast<std::uint16_t>(s - 65530)) * 960u;
-    r.on_packet(s, ts, t + static_cast<std::int64_t>(static_cast<std::uint16_t>(s - 65530)) * 20000000);
+    const std::uint32_t ts =
+        static_cast<std::uint32_t>(static_cast<std::uint16_t>(s - 65530)) * 960u;
+    r.on_packet(s, ts,
+                t + static_cast<std::int64_t>(static_cast<std::uint16_t>(s - 65530)) * 20000000);
   }
   RTVOICE_CHECK_EQ(r.received(), 10u);
   RTVOICE_CHECK_EQ(r.cumulative_lost(), 2);
@@ -126,8 +127,8 @@ void test_reception_stats() {
 }
 
 void test_srtp_profiles() {
-  for (SrtpProfile p : {SrtpProfile::Aes128CmSha1_80, SrtpProfile::AeadAes128Gcm,
-                        SrtpProfile::AeadAes256Gcm}) {
+  for (SrtpProfile p :
+       {SrtpProfile::Aes128CmSha1_80, SrtpProfile::AeadAes128Gcm, SrtpProfile::AeadAes256Gcm}) {
     if (!srtp_profile_supported(p)) continue;
     std::vector<std::uint8_t> key(srtp_key_salt_length(p));
     for (std::size_t i = 0; i < key.size(); ++i) key[i] = static_cast<std::uint8_t>(i * 7 + 1);

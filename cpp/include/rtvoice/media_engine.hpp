@@ -85,8 +85,8 @@ struct MediaCallStats {
   std::uint64_t foreign_source = 0;  // media from another address than the selected one
   std::uint64_t ssrc_changes = 0;
   std::uint32_t remote_ssrc = 0;
-  std::uint64_t gated = 0;              // received while the call's receive gate was closed
-  std::uint64_t downlink_refused = 0;   // the Downlink's queue was full (counted there too)
+  std::uint64_t gated = 0;             // received while the call's receive gate was closed
+  std::uint64_t downlink_refused = 0;  // the Downlink's queue was full (counted there too)
   std::uint64_t downlink_contention = 0;
   std::uint64_t rtcp_received = 0;
   std::uint64_t bye_received = 0;
@@ -196,9 +196,9 @@ class MediaCall {
 
 struct MediaEngineStats {
   std::size_t calls = 0;
-  bool running = false;          // any media thread runs
-  std::size_t threads = 0;       // media threads running now
-  std::size_t max_threads = 0;   // the pool's size
+  bool running = false;         // any media thread runs
+  std::size_t threads = 0;      // media threads running now
+  std::size_t max_threads = 0;  // the pool's size
   std::uint64_t loops = 0;
   std::uint64_t threads_started = 0;
 };

@@ -205,7 +205,7 @@ class DeviceStreams:
 
         native = (
             self._native_wanted is not False
-            and bool(getattr(_core, "native_audio_streams", False))
+            and bool(_core.native_audio_streams)
             and isinstance(getattr(sd, "_libname", None), str)
         )
         if self._native_wanted and not native:

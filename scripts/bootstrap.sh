@@ -33,6 +33,14 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip
+# webrtc-audio-processing 1.3 (the AEC3 echo canceller), which Debian 12 does not package: built
+# once (about two minutes) into /usr/local, where the core's build prefers it to Debian's 0.3.
+if [ "$(id -u)" -eq 0 ]; then
+  bash scripts/wheels/build-webrtc-apm.sh /usr/local .venv/bin/python
+elif ! pkg-config --exists webrtc-audio-processing-1; then
+  echo "rtvoice: webrtc-audio-processing 1.x not found; the core falls back to the 0.3 canceller" \
+    "(as root: bash scripts/wheels/build-webrtc-apm.sh)" >&2
+fi
 spec="."
 [ -n "$extras" ] && spec=".[${extras}]"
 .venv/bin/python -m pip install -q "$spec"

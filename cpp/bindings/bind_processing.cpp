@@ -72,6 +72,14 @@ void init_processing(py::module_& m) {
         return names;
       },
       "The echo cancellation backends this build links, the preferred one first.");
+  m.def(
+      "voice_processing_libraries",
+      [] {
+        py::dict out;
+        for (ProcessingBackend b : available_backends()) out[backend_name(b)] = backend_library(b);
+        return out;
+      },
+      "Each backend's library and version, e.g. {'webrtc': 'webrtc-audio-processing 1.3 (AEC3)'}.");
 
   py::class_<PyAudioProcessor>(m, "AudioProcessor", R"doc(
 Capture-side voice processing in 10 ms frames of mono float32 audio: acoustic echo cancellation

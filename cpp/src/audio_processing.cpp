@@ -8,7 +8,13 @@
 #include "rtvoice/sanitize.hpp"
 
 #ifdef RTVOICE_HAVE_WEBRTC_APM
+#if RTVOICE_WEBRTC_APM_MAJOR >= 1
+// webrtc-audio-processing-1: the AEC3 canceller (its include directory is the tree's root).
+#include <api/scoped_refptr.h>
+#include <modules/audio_processing/include/audio_processing.h>
+#else
 #include <webrtc/modules/audio_processing/include/audio_processing.h>
+#endif
 #endif
 #ifdef RTVOICE_HAVE_SPEEXDSP
 #include <speex/speex_echo.h>
@@ -83,6 +89,24 @@ std::vector<ProcessingBackend> available_backends() {
   return out;
 }
 
+std::string backend_library(ProcessingBackend backend) {
+  if (backend == ProcessingBackend::WebRtc) {
+#if defined(RTVOICE_HAVE_WEBRTC_APM) && RTVOICE_WEBRTC_APM_MAJOR >= 1
+    return std::string("webrtc-audio-processing ") + RTVOICE_WEBRTC_APM_VERSION + " (AEC3)";
+#elif defined(RTVOICE_HAVE_WEBRTC_APM)
+    return std::string("webrtc-audio-processing ") + RTVOICE_WEBRTC_APM_VERSION + " (AEC2)";
+#endif
+  } else {
+#if defined(RTVOICE_HAVE_SPEEXDSP) && defined(RTVOICE_SPEEXDSP_VERSION)
+    return std::string("speexdsp ") + RTVOICE_SPEEXDSP_VERSION;
+#elif defined(RTVOICE_HAVE_SPEEXDSP)
+    return "speexdsp";
+#endif
+  }
+  throw std::invalid_argument(std::string("this build of rtvoice has no ") + backend_name(backend) +
+                              " voice processing backend");
+}
+
 // One library behind the processor. Every method runs on the capture thread.
 class AudioProcessor::Backend {
  public:
@@ -128,6 +152,71 @@ class HighPass {
 };
 
 #ifdef RTVOICE_HAVE_WEBRTC_APM
+#if RTVOICE_WEBRTC_APM_MAJOR >= 1
+// webrtc-audio-processing 1.x: AEC3 (linear filter with its own delay estimator, then a
+// suppressor), NS, AGC1 in adaptive-digital mode and the high-pass filter, set through one Config.
+// AEC3 has no suppression levels, so aec_suppression applies to the 0.3 backend only.
+class WebRtcBackend final : public AudioProcessor::Backend {
+ public:
+  WebRtcBackend(const ProcessingConfig& c, std::size_t frame)
+      : stream_(c.sample_rate_hz, 1), scratch_(frame) {
+    apm_ = webrtc::AudioProcessingBuilder().Create();
+    if (!apm_) throw std::runtime_error("webrtc-audio-processing: Create failed");
+    webrtc::ProcessingConfig pc = {{stream_, stream_, stream_, stream_}};
+    if (apm_->Initialize(pc) != webrtc::AudioProcessing::kNoError) {
+      throw std::runtime_error("webrtc-audio-processing: Initialize failed");
+    }
+    config_.echo_canceller.mobile_mode = false;
+    config_.noise_suppression.level = webrtc::AudioProcessing::Config::NoiseSuppression::kHigh;
+    config_.gain_controller1.mode =
+        webrtc::AudioProcessing::Config::GainController1::kAdaptiveDigital;
+    config_.gain_controller1.target_level_dbfs = 3;
+    config_.gain_controller1.compression_gain_db = 9;
+    config_.gain_controller1.enable_limiter = true;
+    config_.gain_controller1.analog_gain_controller.enabled = false;
+  }
+
+  void apply(std::uint32_t flags) override {
+    aec_ = (flags & kAec) != 0;
+    config_.echo_canceller.enabled = aec_;
+    // AEC3 would force the high-pass filter on; here it follows its own flag.
+    config_.echo_canceller.enforce_high_pass_filtering = false;
+    config_.noise_suppression.enabled = (flags & kNs) != 0;
+    config_.gain_controller1.enabled = (flags & kAgc) != 0;
+    config_.high_pass_filter.enabled = (flags & kHpf) != 0;
+    apm_->ApplyConfig(config_);
+  }
+
+  bool process(const float* render, float* capture, int stream_delay_ms) override {
+    const float* rsrc[1] = {render};
+    float* rdst[1] = {scratch_.data()};
+    if (apm_->ProcessReverseStream(rsrc, stream_, stream_, rdst) !=
+        webrtc::AudioProcessing::kNoError) {
+      return false;
+    }
+    if (aec_) apm_->set_stream_delay_ms(stream_delay_ms);
+    const float* csrc[1] = {capture};
+    float* cdst[1] = {capture};
+    return apm_->ProcessStream(csrc, stream_, stream_, cdst) == webrtc::AudioProcessing::kNoError;
+  }
+
+  void metrics(double& erle_db, int& delay_ms) override {
+    erle_db = std::numeric_limits<double>::quiet_NaN();
+    delay_ms = -1;
+    if (!aec_) return;
+    const webrtc::AudioProcessingStats s = apm_->GetStatistics();
+    if (s.echo_return_loss_enhancement) erle_db = *s.echo_return_loss_enhancement;
+    if (s.delay_ms) delay_ms = *s.delay_ms;
+  }
+
+ private:
+  webrtc::StreamConfig stream_;
+  std::vector<float> scratch_;
+  rtc::scoped_refptr<webrtc::AudioProcessing> apm_;
+  webrtc::AudioProcessing::Config config_;
+  bool aec_ = false;
+};
+#else
 class WebRtcBackend final : public AudioProcessor::Backend {
  public:
   WebRtcBackend(const ProcessingConfig& c, std::size_t frame)
@@ -197,6 +286,7 @@ class WebRtcBackend final : public AudioProcessor::Backend {
   std::unique_ptr<webrtc::AudioProcessing> apm_;
   bool aec_ = false;
 };
+#endif  // RTVOICE_WEBRTC_APM_MAJOR
 #endif
 
 #ifdef RTVOICE_HAVE_SPEEXDSP

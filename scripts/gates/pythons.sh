@@ -71,7 +71,7 @@ echo "--- pythons: libsrtp2 missing -> the build names libsrtp2-dev"
 no_srtp="$out/no-srtp-pkgconfig"
 rm -rf "$no_srtp" "$out/srtp-hidden"
 mkdir -p "$no_srtp"
-for pc in opus speexdsp webrtc-audio-processing; do
+for pc in opus speexdsp webrtc-audio-processing webrtc-audio-processing-1; do
   dir="$(pkg-config --variable=pcfiledir "$pc" 2>/dev/null || true)"
   [ -n "$dir" ] && cp "$dir/$pc.pc" "$no_srtp/"
 done

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Wheel gate: proves the Linux packaging path end to end.
 #  1. Builds the sdist, then the wheel from the sdist (python -m build).
-#  2. Repairs the wheel with auditwheel, which bundles libopus, libsrtp2 and the echo canceller
-#     libraries (WebRTC's audio processing module, SpeexDSP) into rtvoice.libs/ and points the extension's
-#     RUNPATH at them; checks that the bundled copies are in the wheel.
+#  2. Repairs the wheel with auditwheel, which bundles libopus, libsrtp2 and the shared echo
+#     canceller libraries (SpeexDSP; WebRTC's audio processing module where it is Debian's shared
+#     0.3) into rtvoice.libs/ and points the extension's RUNPATH at them; checks that the bundled
+#     copies are in the wheel. webrtc-audio-processing 1.3 (AEC3) is linked statically into the
+#     extension; tests/unit, run below against the installed wheel, checks that it is AEC3.
 #  3. Checks the instruction set of the extension (scripts/gates/check_isa.py: x86-64 baseline
 #     outside runtime-dispatched code).
 #  4. Installs the repaired wheel with its test extra into a clean virtual environment (no system

@@ -3,12 +3,14 @@ Uplink's capture path with the Downlink's render stream as the echo reference.""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import numpy.typing as npt
 import pytest
 
 from rtvoice import AudioProcessor, Downlink, Uplink
-from rtvoice._core import voice_processing_backends
+from rtvoice._core import voice_processing_backends, voice_processing_libraries
 from rtvoice.audio.engine import VoiceProcessing, apply_voice_processing
 
 RATE = 48000
@@ -49,6 +51,17 @@ def test_the_build_has_a_backend_and_names_it() -> None:
     assert BACKENDS
     assert set(BACKENDS) <= {"webrtc", "speex"}
     assert AudioProcessor().backend == BACKENDS[0]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows wheels build without AEC3 (vcpkg)")
+def test_the_webrtc_backend_is_the_aec3_release() -> None:
+    # bootstrap.sh and the Linux and macOS wheel builds build webrtc-audio-processing 1.3
+    # (scripts/wheels/build-webrtc-apm.sh); a build that fell back to Debian's 0.3 (AEC2) fails.
+    libraries = voice_processing_libraries()
+    assert set(libraries) == set(BACKENDS)
+    assert libraries["webrtc"].startswith("webrtc-audio-processing 1."), libraries
+    assert libraries["webrtc"].endswith("(AEC3)")
+    assert BACKENDS[0] == "webrtc"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -3,10 +3,10 @@
 // high-pass filter, in 10 ms frames of mono float audio.
 //
 // Backends are kept libraries, not hand-written cancellers: WebRTC's audio processing module
-// (webrtc-audio-processing 0.3: AEC with the extended filter and delay-agnostic mode, NS, AGC,
-// high-pass) and SpeexDSP (MDF echo canceller, preprocessor with residual echo suppression,
-// denoiser and AGC; the high-pass filter is a biquad here). Which ones exist is decided at build
-// time (available_backends()).
+// (webrtc-audio-processing 1.x: AEC3, NS, AGC, high-pass; or where only 0.3 is found, its AEC
+// with the extended filter and delay-agnostic mode) and SpeexDSP (MDF echo canceller, preprocessor
+// with residual echo suppression, denoiser and AGC; the high-pass filter is a biquad here). Which
+// ones exist is decided at build time (available_backends()).
 //
 // Threading: process() and the frame-level calls belong to one thread (the capture thread); the
 // enable flags, the stream delay and stats() may be set or read from any thread, and take effect
@@ -70,6 +70,8 @@ const char* backend_name(ProcessingBackend backend);
 ProcessingBackend parse_backend(const std::string& name);
 // The backends this build links, the preferred (measured best) first.
 std::vector<ProcessingBackend> available_backends();
+// The library behind a backend and its version, e.g. "webrtc-audio-processing 1.3 (AEC3)".
+std::string backend_library(ProcessingBackend backend);
 
 class AudioProcessor {
  public:

@@ -18,7 +18,9 @@ Configurations: "aec" (echo cancellation and high-pass; ERLE is the canceller's 
 "full" (also noise suppression and AGC, as `rtvoice talk` runs it), each with the device path's
 delay reported to the canceller (`stream_delay_ms`, as `rtvoice talk` does from PortAudio's
 latencies; SpeexDSP has no such input), and "aec/est" with no delay reported (WebRTC's
-delay-agnostic estimator alone).
+delay estimator alone; AEC3 with webrtc-audio-processing 1.x, else the 0.3 release's
+delay-agnostic one). The first line names each backend's library
+(rtvoice._core.voice_processing_libraries()).
 
 Targets (issue 12): ERLE >= 25 dB within 1 s of far-end speech; PESQ drop <= 0.3 in
 double-talk; <= 5 % of a core.
@@ -43,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scenes import RATE, Scene, make_scenes
 
 import rtvoice
-from rtvoice._core import voice_processing_backends
+from rtvoice._core import voice_processing_backends, voice_processing_libraries
 
 FRAME = RATE // 100
 ERLE_TARGET_DB = 25.0
@@ -168,7 +170,7 @@ def main() -> int:
     import scipy
 
     print(
-        f"rtvoice {rtvoice.__version__}, backends {voice_processing_backends()}, "
+        f"rtvoice {rtvoice.__version__}, backends {voice_processing_libraries()}, "
         f"pesq {version('pesq')}, scipy {scipy.__version__}, "
         f"{platform.machine()}, Python {platform.python_version()}"
     )

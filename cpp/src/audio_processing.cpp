@@ -10,7 +10,10 @@
 #ifdef RTVOICE_HAVE_WEBRTC_APM
 #if RTVOICE_WEBRTC_APM_MAJOR >= 1
 // webrtc-audio-processing-1: the AEC3 canceller (its include directory is the tree's root).
+#include <api/audio/echo_canceller3_config.h>
+#include <api/audio/echo_control.h>
 #include <api/scoped_refptr.h>
+#include <modules/audio_processing/aec3/echo_canceller3.h>
 #include <modules/audio_processing/include/audio_processing.h>
 #else
 #include <webrtc/modules/audio_processing/include/audio_processing.h>
@@ -153,20 +156,54 @@ class HighPass {
 
 #ifdef RTVOICE_HAVE_WEBRTC_APM
 #if RTVOICE_WEBRTC_APM_MAJOR >= 1
+// AEC3 with the suppression level applied to its suppressor: the echo-to-near-end ratios at
+// which it starts and fully suppresses, scaled from the library's defaults (moderate) by 2 (low:
+// more of the near end kept in double-talk) or 1/2 (high: more residual echo removed).
+class Aec3Factory final : public webrtc::EchoControlFactory {
+ public:
+  explicit Aec3Factory(int suppression) {
+    const float scale = suppression == 0 ? 2.0f : suppression == 2 ? 0.5f : 1.0f;
+    for (auto* mask :
+         {&config_.suppressor.normal_tuning.mask_lf, &config_.suppressor.normal_tuning.mask_hf}) {
+      mask->enr_transparent *= scale;
+      mask->enr_suppress *= scale;
+    }
+    webrtc::EchoCanceller3Config::Validate(&config_);
+  }
+  std::unique_ptr<webrtc::EchoControl> Create(int sample_rate_hz, int num_render_channels,
+                                              int num_capture_channels) override {
+    return std::make_unique<webrtc::EchoCanceller3>(config_, sample_rate_hz,
+                                                    static_cast<std::size_t>(num_render_channels),
+                                                    static_cast<std::size_t>(num_capture_channels));
+  }
+
+ private:
+  webrtc::EchoCanceller3Config config_;
+};
+
 // webrtc-audio-processing 1.x: AEC3 (linear filter with its own delay estimator, then a
 // suppressor), NS, AGC1 in adaptive-digital mode and the high-pass filter, set through one Config.
-// AEC3 has no suppression levels, so aec_suppression applies to the 0.3 backend only.
+// An APM given an echo control factory always runs it, whatever the config says, so AEC on and
+// AEC off are two instances made up front (no allocation when the flag flips); each frame goes
+// through the one the flags select, and both carry the same NS, AGC and high-pass settings.
 class WebRtcBackend final : public AudioProcessor::Backend {
  public:
   WebRtcBackend(const ProcessingConfig& c, std::size_t frame)
       : stream_(c.sample_rate_hz, 1), scratch_(frame) {
-    apm_ = webrtc::AudioProcessingBuilder().Create();
-    if (!apm_) throw std::runtime_error("webrtc-audio-processing: Create failed");
+    with_aec_ = webrtc::AudioProcessingBuilder()
+                    .SetEchoControlFactory(std::make_unique<Aec3Factory>(c.aec_suppression))
+                    .Create();
+    without_aec_ = webrtc::AudioProcessingBuilder().Create();
     webrtc::ProcessingConfig pc = {{stream_, stream_, stream_, stream_}};
-    if (apm_->Initialize(pc) != webrtc::AudioProcessing::kNoError) {
-      throw std::runtime_error("webrtc-audio-processing: Initialize failed");
+    for (webrtc::AudioProcessing* apm : {with_aec_.get(), without_aec_.get()}) {
+      if (apm == nullptr) throw std::runtime_error("webrtc-audio-processing: Create failed");
+      if (apm->Initialize(pc) != webrtc::AudioProcessing::kNoError) {
+        throw std::runtime_error("webrtc-audio-processing: Initialize failed");
+      }
     }
     config_.echo_canceller.mobile_mode = false;
+    // AEC3 would force the high-pass filter on; here it follows its own flag.
+    config_.echo_canceller.enforce_high_pass_filtering = false;
     config_.noise_suppression.level = webrtc::AudioProcessing::Config::NoiseSuppression::kHigh;
     config_.gain_controller1.mode =
         webrtc::AudioProcessing::Config::GainController1::kAdaptiveDigital;
@@ -178,33 +215,34 @@ class WebRtcBackend final : public AudioProcessor::Backend {
 
   void apply(std::uint32_t flags) override {
     aec_ = (flags & kAec) != 0;
-    config_.echo_canceller.enabled = aec_;
-    // AEC3 would force the high-pass filter on; here it follows its own flag.
-    config_.echo_canceller.enforce_high_pass_filtering = false;
     config_.noise_suppression.enabled = (flags & kNs) != 0;
     config_.gain_controller1.enabled = (flags & kAgc) != 0;
     config_.high_pass_filter.enabled = (flags & kHpf) != 0;
-    apm_->ApplyConfig(config_);
+    config_.echo_canceller.enabled = true;
+    with_aec_->ApplyConfig(config_);
+    config_.echo_canceller.enabled = false;
+    without_aec_->ApplyConfig(config_);
   }
 
   bool process(const float* render, float* capture, int stream_delay_ms) override {
+    webrtc::AudioProcessing* apm = aec_ ? with_aec_.get() : without_aec_.get();
     const float* rsrc[1] = {render};
     float* rdst[1] = {scratch_.data()};
-    if (apm_->ProcessReverseStream(rsrc, stream_, stream_, rdst) !=
+    if (apm->ProcessReverseStream(rsrc, stream_, stream_, rdst) !=
         webrtc::AudioProcessing::kNoError) {
       return false;
     }
-    if (aec_) apm_->set_stream_delay_ms(stream_delay_ms);
+    if (aec_) apm->set_stream_delay_ms(stream_delay_ms);
     const float* csrc[1] = {capture};
     float* cdst[1] = {capture};
-    return apm_->ProcessStream(csrc, stream_, stream_, cdst) == webrtc::AudioProcessing::kNoError;
+    return apm->ProcessStream(csrc, stream_, stream_, cdst) == webrtc::AudioProcessing::kNoError;
   }
 
   void metrics(double& erle_db, int& delay_ms) override {
     erle_db = std::numeric_limits<double>::quiet_NaN();
     delay_ms = -1;
     if (!aec_) return;
-    const webrtc::AudioProcessingStats s = apm_->GetStatistics();
+    const webrtc::AudioProcessingStats s = with_aec_->GetStatistics();
     if (s.echo_return_loss_enhancement) erle_db = *s.echo_return_loss_enhancement;
     if (s.delay_ms) delay_ms = *s.delay_ms;
   }
@@ -212,7 +250,8 @@ class WebRtcBackend final : public AudioProcessor::Backend {
  private:
   webrtc::StreamConfig stream_;
   std::vector<float> scratch_;
-  rtc::scoped_refptr<webrtc::AudioProcessing> apm_;
+  rtc::scoped_refptr<webrtc::AudioProcessing> with_aec_;
+  rtc::scoped_refptr<webrtc::AudioProcessing> without_aec_;
   webrtc::AudioProcessing::Config config_;
   bool aec_ = false;
 };

@@ -111,7 +111,7 @@ def add_talk_parser(sub: Any) -> None:
         "--aec-suppression",
         choices=["low", "moderate", "high"],
         default="moderate",
-        help="the WebRTC canceller's suppression level (default: moderate)",
+        help="the WebRTC canceller's residual echo suppression (default: moderate)",
     )
     p.add_argument("--no-noise-suppression", action="store_true")
     p.add_argument("--no-agc", action="store_true", help="turn automatic gain control off")

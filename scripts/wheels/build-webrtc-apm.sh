@@ -33,8 +33,9 @@ case "$python" in /*) ;; */*) python="$PWD/$python" ;; esac
 case "$prefix" in /*) ;; *) prefix="$PWD/$prefix" ;; esac
 pc="$prefix/lib/pkgconfig/webrtc-audio-processing-1.pc"
 stamp="$prefix/lib/webrtc-audio-processing-1.rtvoice"
+recipe="$sha256 r2"  # the source and this script's recipe: a change rebuilds
 
-if [ -f "$stamp" ] && [ -f "$pc" ] && [ "$(cat "$stamp")" = "$sha256" ]; then
+if [ -f "$stamp" ] && [ -f "$pc" ] && [ "$(cat "$stamp")" = "$recipe" ]; then
   echo "webrtc-audio-processing $version already in $prefix"
   exit 0
 fi
@@ -98,7 +99,17 @@ fi
 install -m 644 "$work/merged.a" "$lib"
 rm -rf "$prefix/include/webrtc-audio-processing-1/absl"
 mv "$prefix/include/absl" "$prefix/include/webrtc-audio-processing-1/absl"
+# All of the tree's headers, not only the public ones meson installs: the core configures AEC3
+# (EchoCanceller3Config through its own EchoControlFactory), whose headers are internal. They
+# need the macro the library was built with, so the pkg-config file's cflags carry it.
+(cd "$w" && find . -name '*.h' | while read -r h; do
+  dest="$prefix/include/webrtc-audio-processing-1/$h"
+  mkdir -p "$(dirname "$dest")"
+  cp "$h" "$dest"
+done)
+sed -i.orig -E 's|^(Cflags: .*)$|\1 -DWEBRTC_APM_DEBUG_DUMP=0|' "$pc" && rm -f "$pc.orig"
+grep -q 'WEBRTC_APM_DEBUG_DUMP=0' "$pc"
 rm -f "$prefix/lib/libwebrtc-audio-coding-1.a" "$prefix/lib/pkgconfig/webrtc-audio-coding-1.pc"
 rm -rf "$prefix/include/webrtc-audio-coding-1"
-echo "$sha256" >"$stamp"
+echo "$recipe" >"$stamp"
 echo "webrtc-audio-processing $version (AEC3) installed into $prefix"

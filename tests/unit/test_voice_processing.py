@@ -80,6 +80,24 @@ def test_echo_of_the_far_end_is_removed(backend: str) -> None:
     assert stats["echo_suppression_db"] > 10.0
 
 
+@pytest.mark.skipif("webrtc" not in BACKENDS, reason="no WebRTC backend in this build")
+def test_the_suppression_level_changes_what_the_webrtc_canceller_removes() -> None:
+    # Double-talk: the user speaks over the echo. A higher level removes more (echo and some of
+    # the user with it), a lower one keeps more; the same input through each level.
+    far = _speechlike(6.0, seed=1)
+    near = 0.5 * _speechlike(6.0, seed=7)
+    near[: 3 * RATE] = 0.0
+    mic = (_echo(far, delay_ms=40) + near).astype(np.float32)
+    tail = slice(3 * RATE, None)
+    kept = []
+    for level in (0, 1, 2):
+        proc = AudioProcessor(
+            RATE, backend="webrtc", aec_suppression=level, noise_suppression=False, agc=False
+        )
+        kept.append(_power_db(proc.process(mic, far)[tail]))
+    assert kept[0] > kept[1] > kept[2], kept
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_with_aec_off_the_echo_passes(backend: str) -> None:
     far = _speechlike(3.0, seed=1)

@@ -33,7 +33,8 @@ struct ProcessingConfig {
   bool agc = true;
   bool high_pass = true;
   // WebRTC only: the echo suppressor's aggressiveness, 0 (low) to 2 (high); higher removes more
-  // residual echo and more of the near end in double-talk.
+  // residual echo and more of the near end in double-talk (AEC3: its suppressor's thresholds
+  // scaled by 2, 1 or 1/2; AEC2: its suppression level).
   int aec_suppression = 1;
   // SpeexDSP only: the echo tail its adaptive filter covers (bulk delay included, as MDF has no
   // delay estimator).

@@ -139,8 +139,9 @@ class VoiceProcessing:
     ``reference_lead_ms`` is how far the far-end reference is kept ahead of the capture stream;
     ``stream_delay_ms`` the expected remaining echo delay (device latencies), which the WebRTC
     backend's delay estimator refines. ``aec_suppression`` is the WebRTC canceller's
-    suppression level (0 low, 1 moderate, 2 high: more echo removed while it converges, and
-    more of the user's voice when both talk at once), fixed when processing starts.
+    suppression level (0 low, 1 moderate, 2 high: more residual echo removed, and more of the
+    user's voice when both talk at once; with AEC3 it scales the suppressor's thresholds by 2, 1
+    or 1/2), fixed when processing starts.
     """
 
     aec: bool = True

@@ -13,6 +13,7 @@ namespace rtvoice::bind {
 inline py::dict processing_stats_dict(const ProcessingStats& s, ProcessingBackend backend) {
   py::dict d;
   d["backend"] = backend_name(backend);
+  d["library"] = backend_library(backend);
   d["aec"] = s.aec;
   d["noise_suppression"] = s.noise_suppression;
   d["agc"] = s.agc;

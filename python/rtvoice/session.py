@@ -28,6 +28,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, Self
@@ -70,6 +71,11 @@ SINK_EVENT = "rtvoice.audio_sink_failing"
 LIVE_WS_FORMAT = {"type": "audio/pcm", "rate": 24000}
 # What says which session a call carries (Realtime: created/updated; Live: started/updated).
 SESSION_EVENTS = frozenset({"session.created", "session.updated", "session.started"})
+# The server's acknowledgements of a conversation.item.create (GA: added then done; beta: created).
+REPLAY_ECHO_EVENTS = frozenset(
+    {"conversation.item.added", "conversation.item.done", "conversation.item.created"}
+)
+REPLAY_ECHO_MEMORY = 2048  # acknowledgements remembered: the history's 500 items, with room
 # Live over WebSocket: how often the barge-in rule looks at the playout buffer.
 LIVE_WATCH_S = 0.05
 # Input dropped after a reconnect is taken out of the uplink this many frames at a time.
@@ -551,7 +557,13 @@ class RealtimeSession:
             "audio_dropped_ms": 0.0,
             "responses_interrupted": 0,
             "stale_events": 0,
+            "replay_echoes": 0,
         }
+        # Acknowledgements of items (conversation.item.added / done) the app was given, by
+        # (type, item id), the most recent REPLAY_ECHO_MEMORY; and those of them a replay into a
+        # new call will make the server send again, which the app is not given twice.
+        self._acks_delivered: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._replay_echoes_due: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ configuration
 
@@ -1127,9 +1139,27 @@ class RealtimeSession:
         except Exception:  # a bug in a handler must not kill the transport callback
             logger.exception("handling %s failed", event.type)
         # What a call being restored says (session.created, the replayed items coming back) is
-        # the session's business; only its errors reach the application.
-        if not restoring or event.type == "error":
+        # the session's business; only its errors reach the application. Acknowledgements of
+        # replayed items that arrive after the switch are held back too.
+        key = self._ack_key(event)
+        if key is not None and key in self._replay_echoes_due:
+            self._replay_echoes_due.discard(key)
+            self._resilience["replay_echoes"] += 1
+        elif not restoring or event.type == "error":
+            if key is not None:
+                self._acks_delivered[key] = None
+                if len(self._acks_delivered) > REPLAY_ECHO_MEMORY:
+                    self._acks_delivered.popitem(last=False)
             self._enqueue(event)
+
+    @staticmethod
+    def _ack_key(event: events.ServerEvent) -> tuple[str, str] | None:
+        """(type, item id) of an item acknowledgement; None for any other event."""
+        if event.type not in REPLAY_ECHO_EVENTS:
+            return None
+        item = event.get("item")
+        item_id = item.get("id") if isinstance(item, dict) else None
+        return (event.type, item_id) if isinstance(item_id, str) else None
 
     def _handle(self, event: events.ServerEvent, *, live: bool = True) -> None:
         """Bookkeeping for one server event. ``live``: from the call carrying the session (not
@@ -1598,11 +1628,18 @@ class RealtimeSession:
             )
             for item in items
         ]
+        ids = [str(item["id"]) for item in items]
+        if skip is None:
+            self._replay_echoes_due.clear()  # a new call: older calls' replays are not due
+        delivered = self._acks_delivered
+        self._replay_echoes_due.update(
+            (kind, i) for i in ids for kind in REPLAY_ECHO_EVENTS if (kind, i) in delivered
+        )
         if texts:
             await transport.send_texts(texts)
             for _ in texts:
                 self._codec.note_sent()
-        return [str(item["id"]) for item in items], left_out
+        return ids, left_out
 
     async def _open_restored(
         self, *, immediate: bool

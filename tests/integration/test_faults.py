@@ -287,9 +287,17 @@ def test_a_vanished_server_reconnects_within_the_timeout_and_restores_the_histor
             event = rec.of("rtvoice.reconnected")[0]
             assert event.get("items_restored") == 4
             assert event.get("attempts") == 1
+            replayed = {str(item["id"]) for item in replayed_items(new)}
+            assert len(replayed) == 4
             # The conversation goes on in the new call.
             await converse(session, rec, "third question")
             assert session.metrics.resilience["reconnects"] == 1
+            # The server's acknowledgements of the replayed items (added and done for each)
+            # stayed in the session: the app saw each of those items once, from the old call.
+            assert session.metrics.resilience["replay_echoes"] == 8
+            for kind in ("conversation.item.added", "conversation.item.done"):
+                seen = [str((e.get("item") or {}).get("id")) for e in rec.of(kind)]
+                assert all(seen.count(i) == 1 for i in replayed), (kind, seen)
             await rec.stop()
 
     run(main)
@@ -565,6 +573,14 @@ def test_the_session_is_recycled_before_its_limit_at_a_turn_boundary(transport: 
                     f"note {i}" for i in range(40)
                 ]
                 assert not rec.of("error")
+                # The new call's acknowledgements of what was replayed into it, the notes sent
+                # just before the switch included, did not reach the app a second time.
+                replayed = {str(item["id"]) for item in replayed_items(second)}
+                assert replayed
+                assert session.metrics.resilience["replay_echoes"] > 0
+                for kind in ("conversation.item.added", "conversation.item.done"):
+                    seen = [str((e.get("item") or {}).get("id")) for e in rec.of(kind)]
+                    assert all(seen.count(i) <= 1 for i in replayed), (kind, seen)
                 await rec.stop()
 
     run(main, timeout_s=60)

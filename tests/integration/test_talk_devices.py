@@ -25,6 +25,7 @@ from tests.integration.pulse import (
     talk_command,
 )
 
+from rtvoice._core import voice_processing_libraries
 from rtvoice.audio.sources import read_wav, write_wav
 from rtvoice.cli import bundled_clip
 
@@ -205,6 +206,7 @@ def _check_aec_trials(trials: list[tuple[int, dict[str, Any]]]) -> None:
     for _, summary in trials:
         processing = summary["uplink"]["processing"]
         assert processing["aec"] is True
+        assert processing["library"] == voice_processing_libraries()[processing["backend"]]
         assert processing["active_render_frames"] > 20  # the far end was really playing
 
 

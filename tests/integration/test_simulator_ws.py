@@ -200,3 +200,73 @@ def test_sideband_joins_a_webrtc_call() -> None:
             await client.close()
 
     run(go)
+
+
+def test_a_long_call_keeps_bounded_recordings_and_still_finds_the_user_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The recorders at a tiny size (1 s of audio, 30 events each way): after 3 s of silence the
+    # oldest audio and events are gone, counted, and the turn that follows is still cut out of
+    # what is kept at the right place.
+    import rtvoice.simulator.call as call_module
+
+    monkeypatch.setattr(call_module, "MAX_INPUT_FRAMES", 50)
+    monkeypatch.setattr(call_module, "MAX_RECORDED_EVENTS", 30)
+
+    async def go(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        async with http.ws_connect(
+            ws_url(sim), headers={"Authorization": f"Bearer {sim.api_key}"}
+        ) as ws:
+            await next_event(ws, "session.created")
+            speech48 = speechlike(0.6, seed=5)
+            pcm48 = np.concatenate(
+                [np.zeros(3 * 48000, np.int16), speech48, np.zeros(24000, np.int16)]
+            )
+            pcm24 = pcm48[::2].astype("<i2")
+            for i in range(0, pcm24.size, 480):  # 20 ms appends: many events
+                chunk = base64.b64encode(pcm24[i : i + 480].tobytes()).decode()
+                await ws.send_str(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            await next_event(ws, "input_audio_buffer.committed")
+            call = sim.last_call
+            assert call is not None
+            dropped = call.recorded_dropped()
+            assert dropped["pcm_frames"] > 0
+            assert dropped["client_events"] > 0
+            assert len(call.client_events) == 30
+            assert call.received_pcm().size <= 50 * 960
+            (utt,) = call.utterances
+            assert 0.5 <= utt.pcm.size / 48000 <= 1.2
+            speech_db = 10 * np.log10(np.mean(speech48.astype(np.float64) ** 2))
+            utt_db = 10 * np.log10(np.mean(utt.pcm.astype(np.float64) ** 2) + 1e-9)
+            assert abs(utt_db - speech_db) < 3.0, (utt_db, speech_db)
+
+    run(go)
+
+
+def test_ended_calls_beyond_the_limit_are_let_go_oldest_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import rtvoice.simulator.server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_CLOSED_CALLS", 2)
+
+    async def go(sim: Simulator, http: aiohttp.ClientSession) -> None:
+        ids = []
+        for _ in range(4):
+            async with http.ws_connect(
+                ws_url(sim), headers={"Authorization": f"Bearer {sim.api_key}"}
+            ) as ws:
+                await next_event(ws, "session.created")
+                call = sim.last_call
+                assert call is not None
+                ids.append(call.id)
+            for _ in range(200):
+                if call.closed:
+                    break
+                await asyncio.sleep(0.01)
+            assert call.closed
+        # At the fourth call three had ended: the first went.
+        assert sim.calls_evicted == 1
+        assert list(sim.calls) == ids[1:]
+
+    run(go)

@@ -16,6 +16,12 @@ __all__ = ["EnergyVad", "VadEvent", "encode_opus_frames", "frame_dbfs", "speechl
 RATE_HZ = 48000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 FRAME_MS = 20
+#: What a simulated call records for tests is bounded, so a long call or a long-running
+#: `rtvoice serve-sim` stays small: events, and inbound packets and decoded audio (5 minutes).
+MAX_RECORDED_EVENTS = 20_000
+MAX_INPUT_FRAMES = 5 * 60 * 1000 // FRAME_MS
+#: Replies whose sent audio a call keeps (for truncation and tests), the most recent.
+MAX_PLAYED_REPLIES = 256
 
 
 def frame_dbfs(frame: npt.NDArray[np.int16]) -> float:

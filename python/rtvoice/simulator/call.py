@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import copy
 import json
@@ -26,7 +27,15 @@ from rtvoice.events import (
     session_ga_to_beta,
 )
 from rtvoice.rtc.compat import InboundCounts, OutboundCounts, StunRequestCounts
-from rtvoice.simulator.audio import FRAME_SAMPLES, EnergyVad, encode_opus_frames, speechlike
+from rtvoice.simulator.audio import (
+    FRAME_SAMPLES,
+    MAX_INPUT_FRAMES,
+    MAX_PLAYED_REPLIES,
+    MAX_RECORDED_EVENTS,
+    EnergyVad,
+    encode_opus_frames,
+    speechlike,
+)
 from rtvoice.simulator.pacer import RtpPacer
 
 if TYPE_CHECKING:
@@ -242,7 +251,9 @@ class Call:
     (every event sent), ``received_packets`` (inbound RTP), ``utterances`` (VAD turns),
     ``pacer.sent`` (outbound RTP with impairment decisions), ``played`` (the PCM the assistant
     sent, per response id), ``stun`` (STUN requests the answerer passed or ignored, see
-    ``Simulator(ice_lite=)`` and ``Faults.block_ice``).
+    ``Simulator(ice_lite=)`` and ``Faults.block_ice``). Bounded, the most recent kept: events at
+    ``MAX_RECORDED_EVENTS`` each way, packets and decoded audio at ``MAX_INPUT_FRAMES`` (5
+    minutes), ``played`` at ``MAX_PLAYED_REPLIES``; ``recorded_dropped()`` counts what went.
     """
 
     sim: Simulator
@@ -254,9 +265,15 @@ class Call:
     created_ns: int = field(default_factory=time.monotonic_ns)
     #: time.monotonic_ns() when the call ended (0 while it runs).
     ended_ns: int = 0
-    client_events: list[dict[str, Any]] = field(default_factory=list)
-    server_events: list[dict[str, Any]] = field(default_factory=list)
-    received_packets: list[ReceivedPacket] = field(default_factory=list)
+    client_events: collections.deque[dict[str, Any]] = field(
+        default_factory=lambda: collections.deque(maxlen=MAX_RECORDED_EVENTS)
+    )
+    server_events: collections.deque[dict[str, Any]] = field(
+        default_factory=lambda: collections.deque(maxlen=MAX_RECORDED_EVENTS)
+    )
+    received_packets: collections.deque[ReceivedPacket] = field(
+        default_factory=lambda: collections.deque(maxlen=MAX_INPUT_FRAMES)
+    )
     utterances: list[Utterance] = field(default_factory=list)
     played: dict[str, npt.NDArray[np.int16]] = field(default_factory=dict)
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -269,7 +286,17 @@ class Call:
         default_factory=lambda: OpusEncoder(48000, 1, application="voip", fec=True)
     )
     _vad: EnergyVad = field(default_factory=EnergyVad)
-    _pcm_frames: list[npt.NDArray[np.int16]] = field(default_factory=list)
+    _pcm_frames: collections.deque[npt.NDArray[np.int16]] = field(
+        default_factory=lambda: collections.deque(maxlen=MAX_INPUT_FRAMES)
+    )
+    #: Samples of decoded input ever recorded, and of those the ones still kept.
+    _pcm_fed: int = 0
+    _pcm_kept: int = 0
+    _dropped: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("client_events", "server_events", "received_packets", "pcm_frames", "played"), 0
+        )
+    )
     _last_seq: int | None = None
     _speech_item: str | None = None
     _speech_start_ms: int = 0
@@ -321,13 +348,13 @@ class Call:
                 ev["type"] = GA_TO_BETA_SERVER_EVENTS[t]
             if isinstance(ev.get("session"), dict):
                 ev["session"] = session_ga_to_beta(ev["session"])
-        self.server_events.append(ev)
+        self._record("server_events", self.server_events, ev)
         self._transmit(json.dumps(ev))
         return ev
 
     def send_raw(self, text: str | bytes) -> None:
         """Send a raw message (fault injection: malformed events)."""
-        self.server_events.append({"type": "rtvoice.raw", "raw": text})
+        self._record("server_events", self.server_events, {"type": "rtvoice.raw", "raw": text})
         self._transmit(text)
 
     def _transmit(self, text: str | bytes) -> None:
@@ -524,7 +551,8 @@ class Call:
         """Inbound RTP (the RtpSink protocol of rtvoice.rtc.native_audio); loop thread."""
         if self.closed:
             return
-        self.received_packets.append(ReceivedPacket(seq, timestamp, bytes(payload), arrival_ns))
+        packet = ReceivedPacket(seq, timestamp, bytes(payload), arrival_ns)
+        self._record("received_packets", self.received_packets, packet)
         frames: list[npt.NDArray[np.int16]] = []
         if self._last_seq is not None:
             gap = (seq - self._last_seq) & 0xFFFF
@@ -541,7 +569,7 @@ class Call:
             return
         frames.append(pcm[:FRAME_SAMPLES] if pcm.size >= FRAME_SAMPLES else pcm)
         for frame in frames:
-            self._pcm_frames.append(frame)
+            self._record_pcm(frame)
             self._vad_frame(frame)
 
     def _ingest_pcm48(self, pcm: npt.NDArray[np.int16]) -> None:
@@ -550,15 +578,40 @@ class Call:
         n = data.size // FRAME_SAMPLES
         for i in range(n):
             frame = data[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES].copy()
-            self._pcm_frames.append(frame)
+            self._record_pcm(frame)
             self._vad_frame(frame)
         self._pcm_rest = data[n * FRAME_SAMPLES :].copy()
 
     def received_pcm(self) -> npt.NDArray[np.int16]:
-        """Everything decoded from the user so far (48 kHz mono int16)."""
+        """What was decoded from the user (48 kHz mono int16): all of it, or the last
+        ``MAX_INPUT_FRAMES`` frames (5 minutes) of a longer call."""
         if not self._pcm_frames:
             return np.zeros(0, dtype=np.int16)
-        return np.concatenate(self._pcm_frames)
+        return np.concatenate(list(self._pcm_frames))
+
+    def recorded_dropped(self) -> dict[str, int]:
+        """What the bounded recorders let go, oldest first: events, packets, 20 ms frames of
+        decoded input, replies' audio."""
+        return dict(self._dropped)
+
+    def _record(self, name: str, log: collections.deque[Any], entry: Any) -> None:
+        if len(log) == log.maxlen:
+            self._dropped[name] += 1
+        log.append(entry)
+
+    def _record_pcm(self, frame: npt.NDArray[np.int16]) -> None:
+        if len(self._pcm_frames) == self._pcm_frames.maxlen:
+            self._pcm_kept -= self._pcm_frames[0].size
+            self._dropped["pcm_frames"] += 1
+        self._pcm_frames.append(frame)
+        self._pcm_fed += frame.size
+        self._pcm_kept += frame.size
+
+    def _keep_played(self, response_id: str, pcm: npt.NDArray[np.int16]) -> None:
+        self.played[response_id] = pcm
+        while len(self.played) > MAX_PLAYED_REPLIES:
+            del self.played[next(iter(self.played))]
+            self._dropped["played"] += 1
 
     def _turn_detection(self) -> dict[str, Any] | None:
         td = self.session.get("audio", {}).get("input", {}).get("turn_detection")
@@ -598,7 +651,11 @@ class Call:
             )
             start = self._speech_start_ms
             end_keep_ms = min(event.audio_ms, vad.last_speech_end_ms + 100)
-            pcm = self.received_pcm()[start * 48 : end_keep_ms * 48].copy()
+            # Sample positions from the call's start; the recorder may have let the oldest go.
+            first = self._pcm_fed - self._pcm_kept
+            lo = max(0, start * 48 - first)
+            hi = max(lo, end_keep_ms * 48 - first)
+            pcm = self.received_pcm()[lo:hi].copy()
             self._commit_user_audio(item_id, start, event.audio_ms, pcm)
             if td.get("create_response", True) and self.session.get("type") == "realtime":
                 self.start_response()
@@ -660,14 +717,16 @@ class Call:
             ev = json.loads(message)
         except (ValueError, UnicodeDecodeError):
             raw = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
-            self.client_events.append({"type": "rtvoice.malformed_client_message", "raw": raw})
+            malformed = {"type": "rtvoice.malformed_client_message", "raw": raw}
+            self._record("client_events", self.client_events, malformed)
             self.send_error("invalid_json", "The event is not valid JSON.")
             return
         if not isinstance(ev, dict):
-            self.client_events.append({"type": "rtvoice.malformed_client_message", "raw": ev})
+            malformed = {"type": "rtvoice.malformed_client_message", "raw": ev}
+            self._record("client_events", self.client_events, malformed)
             self.send_error("invalid_event", "The event must be a JSON object.")
             return
-        self.client_events.append(ev)
+        self._record("client_events", self.client_events, ev)
         self._notify(ev)
         event_id = ev.get("event_id") if isinstance(ev.get("event_id"), str) else None
         t = ev.get("type")
@@ -1069,7 +1128,7 @@ class Call:
         start = time.monotonic()
         if audio and self.websocket:
             # WebSocket: base64 PCM16 24 kHz deltas, generated faster than real time.
-            self.played[resp.id] = pcm
+            self._keep_played(resp.id, pcm)
             pcm24 = ((pcm[0::2].astype(np.int32) + pcm[1::2].astype(np.int32)) // 2).astype("<i2")
             for i in range(0, pcm24.size, 4800):
                 chunk = base64.b64encode(pcm24[i : i + 4800].tobytes()).decode("ascii")
@@ -1084,7 +1143,7 @@ class Call:
             duration_s = 0.05 * len(words)
         elif audio:
             frames = encode_opus_frames(pcm, self._encoder)
-            self.played[resp.id] = pcm
+            self._keep_played(resp.id, pcm)
             self.send_event({"type": "output_audio_buffer.started", "response_id": resp.id})
             if self.pacer is not None:
                 resp.playback = self.pacer.play(frames, tag=resp.id)

@@ -26,7 +26,14 @@ import numpy.typing as npt
 
 from rtvoice._core import OpusDecoder, OpusEncoder
 from rtvoice.rtc.compat import OutboundCounts, StunRequestCounts
-from rtvoice.simulator.audio import FRAME_SAMPLES, EnergyVad, encode_opus_frames, speechlike
+from rtvoice.simulator.audio import (
+    FRAME_SAMPLES,
+    MAX_INPUT_FRAMES,
+    MAX_RECORDED_EVENTS,
+    EnergyVad,
+    encode_opus_frames,
+    speechlike,
+)
 from rtvoice.simulator.live_config import (
     MAX_APPEND_TOKENS,
     approx_tokens,
@@ -43,9 +50,6 @@ __all__ = ["LiveDelegation", "LiveReply", "LiveSession", "LiveUtterance"]
 logger = logging.getLogger("rtvoice.simulator")
 
 FRAME_MS = 20
-#: Recorders kept per session (events, decoded input): bounded so a long demo stays small.
-MAX_RECORDED_EVENTS = 20_000
-MAX_INPUT_FRAMES = 5 * 60 * 1000 // FRAME_MS
 #: WebSocket output: audio deltas of 100 ms, the first 200 ms sent at once (a playout lead).
 WS_CHUNK_MS = 100
 WS_LEAD_MS = 200

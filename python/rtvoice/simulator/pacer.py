@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from rtvoice.simulator.audio import MAX_INPUT_FRAMES
 from rtvoice.simulator.impair import Impairer, Impairment
 
 __all__ = ["FRAME_MS", "RtpPacer", "SentPacket"]
@@ -90,7 +91,9 @@ class RtpPacer:
         self._marker_pending = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.sent: list[SentPacket] = []
+        #: Every packet sent, the last MAX_INPUT_FRAMES (5 minutes); sent_dropped the older ones.
+        self.sent: collections.deque[SentPacket] = collections.deque(maxlen=MAX_INPUT_FRAMES)
+        self.sent_dropped = 0
         self.max_lateness_ns = 0
         self.send_errors = 0
 
@@ -166,6 +169,8 @@ class RtpPacer:
         self._marker_pending = False
         self._seq = (self._seq + 1) & 0xFFFF
         self._next_due_ns = due + FRAME_NS
+        if len(self.sent) == self.sent.maxlen:
+            self.sent_dropped += 1
         self.sent.append(pkt)
         if not pb.frames:
             self._queue.popleft()

@@ -48,6 +48,8 @@ __all__ = ["Faults", "HttpFault", "RequestRecord", "Simulator"]
 logger = logging.getLogger("rtvoice.simulator")
 
 INVALID_OFFER_MESSAGE = "Invalid SDP offer. Offer did not have an audio media section."
+#: Ended calls a Simulator keeps (with their recordings) for tests to read; older ones go.
+MAX_CLOSED_CALLS = 256
 
 
 def _error_body(
@@ -267,6 +269,19 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._new_call = asyncio.Condition() if _has_loop() else None
         self._call_order: collections.deque[str] = collections.deque()
+        #: Ended calls let go to keep at most MAX_CLOSED_CALLS of them (the oldest first).
+        self.calls_evicted = 0
+
+    def _register_call(self, call: Call) -> None:
+        """A new call into ``calls``; ended calls beyond MAX_CLOSED_CALLS go, oldest first, so a
+        long-running simulator keeps what recent tests read, not every call it ever served."""
+        self.calls[call.id] = call
+        self._call_order.append(call.id)
+        ended = [cid for cid in self._call_order if self.calls[cid].closed]
+        for cid in ended[: max(0, len(ended) - MAX_CLOSED_CALLS)]:
+            del self.calls[cid]
+            self._call_order.remove(cid)
+            self.calls_evicted += 1
 
     # ------------------------------------------------------------------------- lifecycle
 
@@ -691,8 +706,7 @@ class Simulator:
                 beta=wants_beta,
                 ws_outbox=outbox,
             )
-            self.calls[call.id] = call
-            self._call_order.append(call.id)
+            self._register_call(call)
             call.connected.set()
             call.channel_open.set()
             assert self._new_call is not None
@@ -822,8 +836,7 @@ class Simulator:
             )
         if self.faults.bad_answer:
             answer = "this is not an SDP answer"
-        self.calls[call_id] = call
-        self._call_order.append(call_id)
+        self._register_call(call)
         if self.session_max_s is not None:
             call._spawn(self._expire_later(call, self.session_max_s))
         assert self._new_call is not None

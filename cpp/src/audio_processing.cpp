@@ -10,11 +10,14 @@
 #ifdef RTVOICE_HAVE_WEBRTC_APM
 #if RTVOICE_WEBRTC_APM_MAJOR >= 1
 // webrtc-audio-processing-1: the AEC3 canceller (its include directory is the tree's root).
+#include <api/scoped_refptr.h>
+#include <modules/audio_processing/include/audio_processing.h>
+#ifdef RTVOICE_WEBRTC_AEC3_CONFIG
+// Internal headers (scripts/wheels/build-webrtc-apm.sh installs them): AEC3 configured here.
 #include <api/audio/echo_canceller3_config.h>
 #include <api/audio/echo_control.h>
-#include <api/scoped_refptr.h>
 #include <modules/audio_processing/aec3/echo_canceller3.h>
-#include <modules/audio_processing/include/audio_processing.h>
+#endif
 #else
 #include <webrtc/modules/audio_processing/include/audio_processing.h>
 #endif
@@ -60,6 +63,15 @@ const ProcessingConfig& validated(const ProcessingConfig& c) {
     throw std::invalid_argument("stream_delay_ms must be between 0 and 1000, got " +
                                 std::to_string(c.stream_delay_ms));
   }
+#if defined(RTVOICE_HAVE_WEBRTC_APM) && RTVOICE_WEBRTC_APM_MAJOR >= 1 && \
+    !defined(RTVOICE_WEBRTC_AEC3_CONFIG)
+  if (c.backend == ProcessingBackend::WebRtc && c.aec_suppression != 1) {
+    throw std::invalid_argument(
+        "aec_suppression: this build's AEC3 (webrtc-audio-processing-1 without its internal "
+        "headers) has no suppression levels; scripts/wheels/build-webrtc-apm.sh builds one "
+        "that has");
+  }
+#endif
   bool found = false;
   for (ProcessingBackend b : available_backends()) found = found || b == c.backend;
   if (!found) {
@@ -156,15 +168,18 @@ class HighPass {
 
 #ifdef RTVOICE_HAVE_WEBRTC_APM
 #if RTVOICE_WEBRTC_APM_MAJOR >= 1
+#ifdef RTVOICE_WEBRTC_AEC3_CONFIG
 // AEC3 with the suppression level applied to its suppressor: the echo-to-near-end ratios at
 // which it starts and fully suppresses, scaled from the library's defaults (moderate) by 2 (low:
-// more of the near end kept in double-talk) or 1/2 (high: more residual echo removed).
+// more of the near end kept in double-talk) or 1/2 (high: more residual echo removed), in both
+// of its tunings (the normal one and the one for a dominant near end).
 class Aec3Factory final : public webrtc::EchoControlFactory {
  public:
   explicit Aec3Factory(int suppression) {
     const float scale = suppression == 0 ? 2.0f : suppression == 2 ? 0.5f : 1.0f;
-    for (auto* mask :
-         {&config_.suppressor.normal_tuning.mask_lf, &config_.suppressor.normal_tuning.mask_hf}) {
+    auto& sup = config_.suppressor;
+    for (auto* mask : {&sup.normal_tuning.mask_lf, &sup.normal_tuning.mask_hf,
+                       &sup.nearend_tuning.mask_lf, &sup.nearend_tuning.mask_hf}) {
       mask->enr_transparent *= scale;
       mask->enr_suppress *= scale;
     }
@@ -180,6 +195,7 @@ class Aec3Factory final : public webrtc::EchoControlFactory {
  private:
   webrtc::EchoCanceller3Config config_;
 };
+#endif
 
 // webrtc-audio-processing 1.x: AEC3 (linear filter with its own delay estimator, then a
 // suppressor), NS, AGC1 in adaptive-digital mode and the high-pass filter, set through one Config.
@@ -190,9 +206,13 @@ class WebRtcBackend final : public AudioProcessor::Backend {
  public:
   WebRtcBackend(const ProcessingConfig& c, std::size_t frame)
       : stream_(c.sample_rate_hz, 1), scratch_(frame) {
+#ifdef RTVOICE_WEBRTC_AEC3_CONFIG
     with_aec_ = webrtc::AudioProcessingBuilder()
                     .SetEchoControlFactory(std::make_unique<Aec3Factory>(c.aec_suppression))
                     .Create();
+#else
+    with_aec_ = webrtc::AudioProcessingBuilder().Create();  // AEC3 as the library sets it up
+#endif
     without_aec_ = webrtc::AudioProcessingBuilder().Create();
     webrtc::ProcessingConfig pc = {{stream_, stream_, stream_, stream_}};
     for (webrtc::AudioProcessing* apm : {with_aec_.get(), without_aec_.get()}) {

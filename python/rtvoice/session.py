@@ -560,10 +560,13 @@ class RealtimeSession:
             "replay_echoes": 0,
         }
         # Acknowledgements of items (conversation.item.added / done) the app was given, by
-        # (type, item id), the most recent REPLAY_ECHO_MEMORY; and those of them a replay into a
-        # new call will make the server send again, which the app is not given twice.
+        # (type, item id), the most recent REPLAY_ECHO_MEMORY. The call items were last replayed
+        # into, their ids, and the acknowledgements of them held back: the new call sends them
+        # again, and the app is not given one it already has.
         self._acks_delivered: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._replay_echoes_due: set[tuple[str, str]] = set()
+        self._replay_generation: int | None = None
+        self._replay_ids: set[str] = set()
+        self._replay_held: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ configuration
 
@@ -1142,8 +1145,14 @@ class RealtimeSession:
         # the session's business; only its errors reach the application. Acknowledgements of
         # replayed items that arrive after the switch are held back too.
         key = self._ack_key(event)
-        if key is not None and key in self._replay_echoes_due:
-            self._replay_echoes_due.discard(key)
+        if (
+            key is not None
+            and generation == self._replay_generation
+            and key[1] in self._replay_ids
+            and key in self._acks_delivered
+            and key not in self._replay_held
+        ):
+            self._replay_held.add(key)
             self._resilience["replay_echoes"] += 1
         elif not restoring or event.type == "error":
             if key is not None:
@@ -1607,7 +1616,7 @@ class RealtimeSession:
         self._codec.note_sent()
 
     async def _restore(
-        self, transport: Transport, skip: list[str] | None = None
+        self, transport: Transport, generation: int, skip: list[str] | None = None
     ) -> tuple[list[str], int]:
         """Replay the configuration (when it changed since the start) and the conversation into
         a new call; the ids of the items replayed and how many were left out."""
@@ -1629,12 +1638,11 @@ class RealtimeSession:
             for item in items
         ]
         ids = [str(item["id"]) for item in items]
-        if skip is None:
-            self._replay_echoes_due.clear()  # a new call: older calls' replays are not due
-        delivered = self._acks_delivered
-        self._replay_echoes_due.update(
-            (kind, i) for i in ids for kind in REPLAY_ECHO_EVENTS if (kind, i) in delivered
-        )
+        if generation != self._replay_generation:  # a new call: earlier replays are done with
+            self._replay_generation = generation
+            self._replay_ids = set()
+            self._replay_held = set()
+        self._replay_ids.update(ids)
         if texts:
             await transport.send_texts(texts)
             for _ in texts:
@@ -1662,7 +1670,7 @@ class RealtimeSession:
                     # What the history held at the restore: a recycle later adds only what came
                     # after it (older items the budget left out stay out).
                     self._restore_snapshot = self._history.ids
-                    restored, left_out = await self._restore(transport)
+                    restored, left_out = await self._restore(transport, generation)
                     return transport, generation, attempt, restored, left_out
                 except errors.RtvoiceError as exc:
                     last = exc
@@ -1717,7 +1725,9 @@ class RealtimeSession:
                     logger.info("switching to the new call (%s)", reason)
                     self._switching = True  # from here sends wait for the new call
                     try:
-                        more, _ = await self._restore(transport, skip=self._restore_snapshot)
+                        more, _ = await self._restore(
+                            transport, generation, skip=self._restore_snapshot
+                        )
                     except errors.RtvoiceError:
                         self._forget_call(transport, generation)
                         await transport.close()

@@ -18,6 +18,18 @@ version=1.3
 sdist=webrtc_noise_gain-1.3.0.tar.gz
 sha256=67c96337db3b074a7a5dce0936c98a93886f22a0724e4387198ae86f31914643
 prefix="${1:-/usr/local}"
+case "$prefix" in /*) ;; *) prefix="$PWD/$prefix" ;; esac
+pc="$prefix/lib/pkgconfig/webrtc-audio-processing-1.pc"
+stamp="$prefix/lib/webrtc-audio-processing-1.rtvoice"
+recipe="$sha256 r3"  # the source and this script's recipe: a change rebuilds
+inc="$prefix/include/webrtc-audio-processing-1"
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$recipe" ] && [ -f "$pc" ] &&
+  [ -f "$prefix/lib/libwebrtc-audio-processing-1.a" ] &&
+  [ -f "$inc/modules/audio_processing/aec3/echo_canceller3.h" ]; then
+  echo "webrtc-audio-processing $version already in $prefix"
+  exit 0
+fi
 python="${2:-}"
 if [ -z "$python" ]; then
   for cand in python3.12 python3.11 python3.13 /opt/python/cp312-cp312/bin/python python3; do
@@ -30,22 +42,16 @@ if [ -z "$python" ]; then
   [ -n "$python" ] || { echo "build-webrtc-apm: no Python >= 3.8 with venv found" >&2; exit 1; }
 fi
 case "$python" in /*) ;; */*) python="$PWD/$python" ;; esac
-case "$prefix" in /*) ;; *) prefix="$PWD/$prefix" ;; esac
-pc="$prefix/lib/pkgconfig/webrtc-audio-processing-1.pc"
-stamp="$prefix/lib/webrtc-audio-processing-1.rtvoice"
-recipe="$sha256 r2"  # the source and this script's recipe: a change rebuilds
-
-if [ -f "$stamp" ] && [ -f "$pc" ] && [ "$(cat "$stamp")" = "$recipe" ]; then
-  echo "webrtc-audio-processing $version already in $prefix"
-  exit 0
-fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 "$python" -m venv tools
 tools/bin/python -m pip install -q "meson==1.4.1" "ninja==1.11.1.1"
-tools/bin/python -m pip download -q --no-deps --no-binary :all: -d . "webrtc-noise-gain==1.3.0"
+# Hash-checking mode: pip refuses the file before anything in it runs unless it is this one.
+echo "webrtc-noise-gain==1.3.0 --hash=sha256:$sha256" >requirements.txt
+tools/bin/python -m pip download -q --no-deps --no-binary webrtc-noise-gain --require-hashes \
+  -r requirements.txt -d .
 if command -v sha256sum >/dev/null; then
   echo "$sha256  $sdist" | sha256sum -c -
 else
@@ -59,13 +65,14 @@ w="$src/webrtc"
 # kernels of the sinc resampler (which leaves it a null function on x86) and the AVX2 cases of
 # AEC3's dispatch; uncommenting puts each back as upstream has it. (Its FIR filter factory stays
 # on the C filter: there the old code is replaced, not only commented.)
-sed -i -E 's|^/\* (#.*) \*/$|\1|' "$w/rtc_base/system/arch.h"
-sed -i -E '/^\/\/ #elif defined\(WEBRTC_ARCH_X86_FAMILY\)/,/^\/\/ #else/ s|^// ?||' \
+sed -i.orig -E 's|^/\* (#.*) \*/$|\1|' "$w/rtc_base/system/arch.h"
+sed -i.orig -E '/^\/\/ #elif defined\(WEBRTC_ARCH_X86_FAMILY\)/,/^\/\/ #else/ s|^// ?||' \
   "$w/common_audio/resampler/sinc_resampler.cc"
 for f in adaptive_fir_filter.cc adaptive_fir_filter_erl.cc fft_data.h matched_filter.cc vector_math.h; do
-  sed -i -E '/^ *\/\/ case Aec3Optimization::kAvx2:/,/^ *\/\/ +break;/ s|^( *)// |\1|' \
+  sed -i.orig -E '/^ *\/\/ case Aec3Optimization::kAvx2:/,/^ *\/\/ +break;/ s|^( *)// |\1|' \
     "$w/modules/audio_processing/aec3/$f"
 done
+find "$w" -name '*.orig' -exec rm -f {} +  # sed's backups (-i.orig is what BSD sed needs)
 grep -q '^#define WEBRTC_ARCH_LITTLE_ENDIAN' "$w/rtc_base/system/arch.h"
 grep -q '^#elif defined(WEBRTC_ARCH_X86_FAMILY)' "$w/common_audio/resampler/sinc_resampler.cc"
 if grep -rq '// case Aec3Optimization::kAvx2' "$w/modules/audio_processing/aec3"; then
@@ -74,6 +81,7 @@ if grep -rq '// case Aec3Optimization::kAvx2' "$w/modules/audio_processing/aec3"
 fi
 
 export PATH="$work/tools/bin:$PATH"
+rm -rf "$inc"  # no header of an earlier build stays behind
 meson setup "$work/build" "$src" --prefix="$prefix" --libdir=lib --buildtype=release \
   -Ddefault_library=static -Db_staticpic=true --wrap-mode=forcefallback
 ninja -C "$work/build" -j"$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import re
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -88,3 +89,28 @@ def test_a_missing_portaudio_or_sounddevice_names_the_fix(
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(DeviceError, match=re.escape(fix)):
         devices.import_sounddevice()
+
+
+def test_a_stream_without_blocks_is_gone_after_the_start_grace_then_after_the_stall_limit() -> None:
+    # Virtual clock; the Uplink stand-in only has the stats the check reads.
+    uplink = SimpleNamespace(stats={"device_blocks": 0})
+    downlink = SimpleNamespace(stats={"device_blocks": 0})
+    streams = devices.DeviceStreams(
+        uplink,  # type: ignore[arg-type]
+        downlink,  # type: ignore[arg-type]
+        input_device=FAKE[2],
+        output_device=None,
+    )
+    streams._input = SimpleNamespace(active=True)
+    streams._last_progress_ns = {"input": 0, "output": 0}
+    s = 1_000_000_000
+    streams.check(now_ns=int(devices.STALL_S * s) + s)  # no block yet: still starting
+    with pytest.raises(DeviceError, match=r"microphone 'pulse' \(index 2\) disappeared"):
+        streams.check(now_ns=int(devices.START_STALL_S * s) + s // 10)
+    # Once blocks flow, a stall of more than STALL_S is a lost device.
+    streams._last_progress_ns = {"input": 0, "output": 0}
+    uplink.stats["device_blocks"] = 1
+    streams.check(now_ns=s)
+    streams.check(now_ns=s + int(devices.STALL_S * s) - s // 10)
+    with pytest.raises(DeviceError, match=r"no audio block for 1\.[56] s"):
+        streams.check(now_ns=s + int(devices.STALL_S * s) + s // 10)

@@ -242,6 +242,17 @@ class _Response:
     playback: asyncio.Future[bool] | None = None
 
 
+#: The bounded recorders of a Call (Call.recorded_dropped() counts what each let go).
+RECORDERS = (
+    "client_events",
+    "server_events",
+    "received_packets",
+    "pcm_frames",
+    "played",
+    "appended",
+)
+
+
 @dataclass
 class Call:
     """A call made through ``POST /v1/realtime/calls`` (or beta ``/v1/realtime``).
@@ -292,15 +303,12 @@ class Call:
     #: Samples of decoded input ever recorded, and of those the ones still kept.
     _pcm_fed: int = 0
     _pcm_kept: int = 0
-    _dropped: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(
-            ("client_events", "server_events", "received_packets", "pcm_frames", "played"), 0
-        )
-    )
+    _dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RECORDERS, 0))
     _last_seq: int | None = None
     _speech_item: str | None = None
     _speech_start_ms: int = 0
     _appended: list[npt.NDArray[np.int16]] = field(default_factory=list)
+    _appended_samples: int = 0
     _pcm_rest: npt.NDArray[np.int16] = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
     ws_outbox: asyncio.Queue[str | bytes | None] | None = None
     #: The close code and reason the WebSocket ends with when the call ends.
@@ -591,7 +599,7 @@ class Call:
 
     def recorded_dropped(self) -> dict[str, int]:
         """What the bounded recorders let go, oldest first: events, packets, 20 ms frames of
-        decoded input, replies' audio."""
+        decoded input, replies' audio, and chunks of uncommitted appended audio."""
         return dict(self._dropped)
 
     def _record(self, name: str, log: collections.deque[Any], entry: Any) -> None:
@@ -901,7 +909,12 @@ class Call:
         if self._turn_detection() is not None:
             self._ingest_pcm48(pcm48)
         else:
+            # Uncommitted audio is bounded like the recordings: the oldest goes, counted.
             self._appended.append(pcm48)
+            self._appended_samples += pcm48.size
+            while self._appended_samples > MAX_INPUT_FRAMES * FRAME_SAMPLES:
+                self._appended_samples -= self._appended.pop(0).size
+                self._dropped["appended"] += 1
 
     def _on_commit(self, ev: dict[str, Any], event_id: str | None) -> None:
         appended = self._appended
@@ -916,10 +929,12 @@ class Call:
             )
             return
         self._appended = []
+        self._appended_samples = 0
         self._commit_user_audio(_id("item"), 0, pcm.size // 48, pcm)
 
     def _on_clear(self, ev: dict[str, Any], event_id: str | None) -> None:
         self._appended = []
+        self._appended_samples = 0
         self.send_event({"type": "input_audio_buffer.cleared"})
 
     # ----------------------------------------------------------------------------- responses

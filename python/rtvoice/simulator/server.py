@@ -269,14 +269,17 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._new_call = asyncio.Condition() if _has_loop() else None
         self._call_order: collections.deque[str] = collections.deque()
-        #: Ended calls let go to keep at most MAX_CLOSED_CALLS of them (the oldest first).
+        #: Ended calls let go to keep at most MAX_CLOSED_CALLS of them (the oldest first), and
+        #: calls ever made (what seeds each call's impairments, so they stay distinct).
         self.calls_evicted = 0
+        self._calls_made = 0
 
     def _register_call(self, call: Call) -> None:
         """A new call into ``calls``; ended calls beyond MAX_CLOSED_CALLS go, oldest first, so a
         long-running simulator keeps what recent tests read, not every call it ever served."""
         self.calls[call.id] = call
         self._call_order.append(call.id)
+        self._calls_made += 1
         ended = [cid for cid in self._call_order if self.calls[cid].closed]
         for cid in ended[: max(0, len(ended) - MAX_CLOSED_CALLS)]:
             del self.calls[cid]
@@ -810,7 +813,7 @@ class Simulator:
             filter_stun_requests(pc, self._ignores_stun_request, call.stun)
             filter_outbound(pc, lambda: call.silent, call.outbound)
             if self.uplink_loss > 0:
-                rng = random.Random(self.impairment.seed + 7919 * len(self.calls))
+                rng = random.Random(self.impairment.seed + 7919 * self._calls_made)
                 loss = self.uplink_loss
                 call.inbound = filter_inbound_rtp(pc, lambda: rng.random() < loss)
         except Exception as exc:
@@ -886,7 +889,7 @@ class Simulator:
         async def send(seq: int, ts: int, payload: bytes, marker: bool) -> None:
             await raw.send(seq, ts, payload, marker=marker)
 
-        call.pacer = RtpPacer(send, self.impairment, seed_offset=len(self.calls))
+        call.pacer = RtpPacer(send, self.impairment, seed_offset=self._calls_made)
         call.pacer.start()
 
     # ------------------------------------------------------------------------- tests

@@ -167,6 +167,21 @@ class HighPass {
 };
 
 #ifdef RTVOICE_HAVE_WEBRTC_APM
+// One 10 ms frame through an APM (either release: the float stream calls are the same): the
+// far-end frame as the reverse stream, the delay when AEC is on, the capture frame in place.
+bool process_frame(webrtc::AudioProcessing& apm, const webrtc::StreamConfig& stream, float* scratch,
+                   const float* render, float* capture, int stream_delay_ms, bool aec) {
+  const float* rsrc[1] = {render};
+  float* rdst[1] = {scratch};
+  if (apm.ProcessReverseStream(rsrc, stream, stream, rdst) != webrtc::AudioProcessing::kNoError) {
+    return false;
+  }
+  if (aec) apm.set_stream_delay_ms(stream_delay_ms);
+  const float* csrc[1] = {capture};
+  float* cdst[1] = {capture};
+  return apm.ProcessStream(csrc, stream, stream, cdst) == webrtc::AudioProcessing::kNoError;
+}
+
 #if RTVOICE_WEBRTC_APM_MAJOR >= 1
 #ifdef RTVOICE_WEBRTC_AEC3_CONFIG
 // AEC3 with the suppression level applied to its suppressor: the echo-to-near-end ratios at
@@ -245,17 +260,8 @@ class WebRtcBackend final : public AudioProcessor::Backend {
   }
 
   bool process(const float* render, float* capture, int stream_delay_ms) override {
-    webrtc::AudioProcessing* apm = aec_ ? with_aec_.get() : without_aec_.get();
-    const float* rsrc[1] = {render};
-    float* rdst[1] = {scratch_.data()};
-    if (apm->ProcessReverseStream(rsrc, stream_, stream_, rdst) !=
-        webrtc::AudioProcessing::kNoError) {
-      return false;
-    }
-    if (aec_) apm->set_stream_delay_ms(stream_delay_ms);
-    const float* csrc[1] = {capture};
-    float* cdst[1] = {capture};
-    return apm->ProcessStream(csrc, stream_, stream_, cdst) == webrtc::AudioProcessing::kNoError;
+    webrtc::AudioProcessing& apm = aec_ ? *with_aec_ : *without_aec_;
+    return process_frame(apm, stream_, scratch_.data(), render, capture, stream_delay_ms, aec_);
   }
 
   void metrics(double& erle_db, int& delay_ms) override {
@@ -310,16 +316,7 @@ class WebRtcBackend final : public AudioProcessor::Backend {
   }
 
   bool process(const float* render, float* capture, int stream_delay_ms) override {
-    const float* rsrc[1] = {render};
-    float* rdst[1] = {scratch_.data()};
-    if (apm_->ProcessReverseStream(rsrc, stream_, stream_, rdst) !=
-        webrtc::AudioProcessing::kNoError) {
-      return false;
-    }
-    if (aec_) apm_->set_stream_delay_ms(stream_delay_ms);
-    const float* csrc[1] = {capture};
-    float* cdst[1] = {capture};
-    return apm_->ProcessStream(csrc, stream_, stream_, cdst) == webrtc::AudioProcessing::kNoError;
+    return process_frame(*apm_, stream_, scratch_.data(), render, capture, stream_delay_ms, aec_);
   }
 
   void metrics(double& erle_db, int& delay_ms) override {

@@ -7,10 +7,17 @@ Each scene is 48 kHz mono, three sections:
   double-talk    ... + DOUBLE_TALK_S        both at once
 
 The far end is espeak-ng speech played through a mildly nonlinear loudspeaker (soft clipping),
-then a room impulse response (exponentially decaying noise with the scene's RT60 and a few early
-reflections, 30-200 ms of extra delay for the device path) at -6 dB coupling. The near end is
-another voice at the same level as the echo, plus white noise 40 dB under the speech. Everything
-is seeded: the same scene every run.
+then a room impulse response at -6 dB coupling: 30-200 ms of extra delay for the device path, the
+direct path, a few early reflections (the table, the enclosure) and a diffuse tail decaying with
+the room's RT60. The near end is another voice at the same level as the echo, plus white noise
+40 dB under the speech. Everything is seeded: the same scene every run.
+
+How loud the tail is against the direct path follows from the geometry, by the diffuse-field
+(Sabine) model: the critical distance r_c = 0.057 sqrt(V / RT60) m of a room of V m^3, and a
+reverberant-to-direct energy ratio of (r / r_c)^2 at r m between loudspeaker and microphone. Each
+room is measured at two distances: a device's (a laptop's or a kiosk's own loudspeaker, 0.2-0.5
+m from its microphone; the direct path dominates) and far-field (a loudspeaker across the room,
+2-5 m; the tail dominates).
 """
 
 from __future__ import annotations
@@ -50,13 +57,31 @@ NEAR_TEXT = (
 class Room:
     name: str
     rt60_s: float
-    delay_ms: int
+    volume_m3: float
+    delay_ms: int  # extra delay of the device path (buffers, converters)
+    distance_m: float  # loudspeaker to microphone
+
+    @property
+    def critical_distance_m(self) -> float:
+        return 0.057 * float(np.sqrt(self.volume_m3 / self.rt60_s))
+
+    @property
+    def drr_db(self) -> float:
+        """Direct-to-reverberant energy ratio of the diffuse-field model at this distance."""
+        return 20 * float(np.log10(self.critical_distance_m / self.distance_m))
+
+    @property
+    def far_field(self) -> bool:
+        return self.distance_m > self.critical_distance_m
 
 
 ROOMS = (
-    Room("office", 0.2, 30),
-    Room("living", 0.4, 100),
-    Room("hall", 0.6, 200),
+    Room("office", 0.2, 40.0, 30, 0.2),
+    Room("living", 0.4, 80.0, 100, 0.5),
+    Room("hall", 0.6, 400.0, 200, 0.5),
+    Room("office", 0.2, 40.0, 30, 2.0),
+    Room("living", 0.4, 80.0, 100, 3.0),
+    Room("hall", 0.6, 400.0, 200, 5.0),
 )
 
 
@@ -114,7 +139,8 @@ def _level(x: Audio, dbfs: float) -> Audio:
 
 def room_impulse_response(room: Room, rng: np.random.Generator) -> npt.NDArray[np.float64]:
     """Extra delay, a direct path, early reflections, then a diffuse tail decaying 60 dB in
-    RT60; scaled to ECHO_GAIN_DB of energy coupling."""
+    RT60 with (distance / critical distance)^2 of the direct path's energy; scaled to
+    ECHO_GAIN_DB of energy coupling."""
     d = int(room.delay_ms * RATE / 1000)
     length = int(room.rt60_s * RATE)
     t = np.arange(length) / RATE
@@ -123,9 +149,11 @@ def room_impulse_response(room: Room, rng: np.random.Generator) -> npt.NDArray[n
     for k in range(6):
         at = d + int(rng.uniform(0.002, 0.02) * RATE)
         h[at] += rng.uniform(-0.6, 0.6) / (1 + k * 0.3)
-    tail = rng.standard_normal(length) * np.exp(-6.9 * t / room.rt60_s) * 0.3
     onset = int(0.005 * RATE)
-    h[d + onset :] += tail[: length - onset]
+    tail = rng.standard_normal(length) * np.exp(-6.9 * t / room.rt60_s)
+    tail[:onset] = 0.0
+    tail *= np.sqrt((room.distance_m / room.critical_distance_m) ** 2 / (tail**2).sum())
+    h[d:] += tail
     h *= 10 ** (ECHO_GAIN_DB / 20) / np.sqrt((h**2).sum())
     return h
 

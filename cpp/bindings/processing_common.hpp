@@ -25,6 +25,7 @@ inline py::dict processing_stats_dict(const ProcessingStats& s, ProcessingBacken
   d["echo_suppression_db"] = s.echo_suppression_db;
   d["backend_erle_db"] = s.backend_erle_db;
   d["backend_delay_ms"] = s.backend_delay_ms;
+  d["stream_delay_ms"] = s.stream_delay_ms;
   d["capture_dbfs"] = s.capture_dbfs;
   d["output_dbfs"] = s.output_dbfs;
   d["render_dbfs"] = s.render_dbfs;

@@ -516,6 +516,7 @@ ProcessingStats AudioProcessor::stats() const {
   s.echo_suppression_db = suppression_db_.load(std::memory_order_relaxed);
   s.backend_erle_db = backend_erle_db_.load(std::memory_order_relaxed);
   s.backend_delay_ms = backend_delay_ms_.load(std::memory_order_relaxed);
+  s.stream_delay_ms = stream_delay_ms_.load(std::memory_order_relaxed);
   s.capture_dbfs = level_dbfs_[0].load(std::memory_order_relaxed);
   s.output_dbfs = level_dbfs_[1].load(std::memory_order_relaxed);
   s.render_dbfs = level_dbfs_[2].load(std::memory_order_relaxed);

@@ -182,10 +182,24 @@ struct Uplink::EchoReference {
   std::unique_ptr<Resampler> resampler;  // null when the output rate is the input rate
   std::size_t tap_frame = 0;             // tap frames per 10 ms
   std::size_t lead_frames = 0;           // tap fill kept ahead of the capture stream
-  std::size_t max_lead_frames = 0;       // above this fill the reference is re-aligned
+  std::size_t max_lead_frames = 0;       // above this fill (for a while) it is re-aligned
   std::vector<float> raw;                // one 10 ms tap frame
   std::vector<float> frame;              // one 10 ms frame at the input rate
+  // The alignment is set when the far end first plays (primed: the fill brought to the lead)
+  // and then kept. A capture frame whose far end has not come yet (an underrun) gets silence and
+  // the reference slips one frame: the lead it takes to absorb the two callbacks' jitter grows
+  // by that, and is what any later alignment keeps. Only a speaker that stopped (more missing
+  // than the slack) or one that stays ahead for kExcessReads frames is aligned again.
+  bool primed = false;
+  std::size_t lead_target = 0;   // tap frames: the lead_frames plus the slips since
+  std::size_t missing = 0;       // consecutive underruns, in tap frames
+  std::size_t run_slips = 0;     // of those, the ones that grew lead_target
+  std::size_t excess_reads = 0;  // consecutive reads with the fill above max_lead_frames
 };
+
+namespace {
+constexpr std::size_t kExcessReads = 25;  // 250 ms: longer than a capture burst after a stall
+}  // namespace
 
 void Uplink::set_processing(const ProcessingConfig& config) {
   if (AudioProcessor* existing = proc_.load(std::memory_order_acquire)) {
@@ -229,6 +243,7 @@ void Uplink::set_echo_reference(Downlink& downlink, int lead_ms, int max_lead_ms
   auto ref = std::make_unique<EchoReference>();
   ref->tap_frame = static_cast<std::size_t>(out_rate / 100);
   ref->lead_frames = static_cast<std::size_t>(out_rate / 1000 * lead_ms);
+  ref->lead_target = std::max(ref->lead_frames, ref->tap_frame);
   ref->max_lead_frames = static_cast<std::size_t>(out_rate / 1000 * max_lead_ms);
   ref->raw.assign(ref->tap_frame, 0.0f);
   const std::size_t in_frame = static_cast<std::size_t>(config_.input_rate_hz / 100);
@@ -245,18 +260,39 @@ const float* Uplink::next_reference(std::size_t frames) {
   EchoReference* ref = ref_.load(std::memory_order_acquire);
   if (ref == nullptr) return nullptr;
   std::size_t fill = ref->tap->available_frames();
-  if (fill > ref->max_lead_frames) {
-    // The speaker ran ahead (it started first, or the capture stalled): keep the newest audio.
-    ref->tap->discard(fill - ref->lead_frames);
-    reference_resyncs_.fetch_add(1, std::memory_order_relaxed);
-    fill = ref->lead_frames;
+  ref->excess_reads = fill > ref->max_lead_frames ? ref->excess_reads + 1 : 0;
+  if ((!ref->primed || ref->excess_reads >= kExcessReads) && fill >= ref->lead_target) {
+    // (Re-)align: the reference lead_target ahead of the capture stream.
+    if (fill > ref->lead_target) {
+      ref->tap->discard(fill - ref->lead_target);
+      reference_resyncs_.fetch_add(1, std::memory_order_relaxed);
+      fill = ref->lead_target;
+    }
+    ref->primed = true;
+    ref->excess_reads = 0;
   }
   float* out = ref->frame.data();
-  if (fill < ref->tap_frame) {
+  if (!ref->primed || fill < ref->tap_frame) {
     std::fill(ref->frame.begin(), ref->frame.end(), 0.0f);
     reference_underruns_.fetch_add(1, std::memory_order_relaxed);
+    if (ref->primed) {
+      ref->missing += ref->tap_frame;
+      if (ref->missing > ref->max_lead_frames - ref->lead_frames) {
+        // The speaker stopped, it was not jitter: align again when it plays, with the lead
+        // learnt before.
+        ref->primed = false;
+        ref->lead_target -= ref->run_slips * ref->tap_frame;
+        ref->missing = 0;
+        ref->run_slips = 0;
+      } else if (ref->lead_target + ref->tap_frame <= ref->max_lead_frames / 2) {
+        ref->lead_target += ref->tap_frame;  // the slip: this much more lead from now on
+        ++ref->run_slips;
+      }
+    }
     return out;
   }
+  ref->missing = 0;
+  ref->run_slips = 0;
   ref->tap->read(ref->raw.data(), ref->tap_frame);
   if (!ref->resampler) return ref->raw.data();
   const std::size_t got =

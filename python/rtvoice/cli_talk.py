@@ -177,7 +177,7 @@ def talk_status_line(m: Any) -> str:
 async def _talk(args: argparse.Namespace) -> dict[str, Any]:
     from rtvoice import errors
     from rtvoice.audio.devices import DeviceStreams, import_sounddevice, resolve_device
-    from rtvoice.audio.engine import VoiceProcessing, apply_voice_processing
+    from rtvoice.audio.engine import VoiceProcessing, apply_voice_processing, stream_delay_for
     from rtvoice.audio.sources import DeviceError
     from rtvoice.cli import CliError, api_key_from
     from rtvoice.session import connect
@@ -256,9 +256,9 @@ async def _talk(args: argparse.Namespace) -> dict[str, Any]:
         except DeviceError as exc:
             raise CliError(str(exc)) from exc
         in_s, out_s = streams.latency_s
-        # What the reference lead does not cover of the device path; the WebRTC backend's delay
-        # estimator refines it.
-        delay_ms = max(0, min(1000, round((in_s + out_s) * 1000) - vp.reference_lead_ms))
+        # What the reference's lead cannot cover of the device path; the WebRTC backend's delay
+        # estimator finds the rest.
+        delay_ms = stream_delay_for(vp, in_s, out_s)
         apply_voice_processing(
             session.uplink, session.downlink, dataclasses.replace(vp, stream_delay_ms=delay_ms)
         )

@@ -11,7 +11,12 @@ import pytest
 
 from rtvoice import AudioProcessor, Downlink, Uplink
 from rtvoice._core import voice_processing_backends, voice_processing_libraries
-from rtvoice.audio.engine import VoiceProcessing, apply_voice_processing
+from rtvoice.audio.engine import (
+    REFERENCE_SLACK_MS,
+    VoiceProcessing,
+    apply_voice_processing,
+    stream_delay_for,
+)
 
 RATE = 48000
 FRAME = RATE // 100
@@ -204,6 +209,143 @@ def test_a_missing_reference_is_counted_and_a_runaway_one_realigned() -> None:
     up.push(np.zeros(FRAME, np.float32))
     assert up.stats["reference_resyncs"] == 1
     assert up.stats["reference_underruns"] == 2
+
+
+def _reference_powers(
+    schedule: str, *, lead_ms: int = 20
+) -> tuple[list[float], list[float], dict[str, int]]:
+    """Drive a speaker (``p``: one 20 ms playout block) and a microphone (``c``: one 20 ms
+    capture block) in the order ``schedule`` gives. Returns the power of each 10 ms frame the
+    speaker played, the power of each far-end frame the canceller was given with a capture frame
+    (recovered from the smoothed render level after each frame), and the Uplink's counters."""
+    rng = np.random.default_rng(7)
+    frames = schedule.count("p") * 2 + 10
+    gains = rng.uniform(0.05, 0.5, frames)  # every 10 ms frame at its own level
+    far = (rng.standard_normal(frames * FRAME) * np.repeat(gains, FRAME)).astype(np.float32)
+    down = Downlink(RATE, 1, "pcm16", pcm_prebuffer_ms=0)
+    down.push_pcm(np.ascontiguousarray(np.round(np.clip(far, -1, 1) * 32767).astype(np.int16)))
+    up = Uplink(RATE, 1, "pcm16", ring_ms=10000)
+    apply_voice_processing(
+        up, down, VoiceProcessing(noise_suppression=False, agc=False, reference_lead_ms=lead_ms)
+    )
+    played: list[float] = []
+    given: list[float] = []
+    level = 0.0
+    for step in schedule:
+        if step == "p":
+            out = down.pull(2 * FRAME, 0)
+            played += [float(np.mean(f.astype(np.float64) ** 2)) for f in out.reshape(2, FRAME)]
+            continue
+        for _ in range(2):
+            up.push(np.zeros(FRAME, np.float32))
+            proc = up.processing_stats
+            assert proc is not None
+            smoothed = 10 ** (proc["render_dbfs"] / 10) - 1e-12
+            given.append((smoothed - 0.9 * level) / 0.1)  # the processor's 0.9/0.1 smoothing
+            level = smoothed
+    stats = up.stats
+    counters = {k: int(stats[k]) for k in stats if k.startswith("reference_")}
+    return played, given, counters
+
+
+def _offsets(played: list[float], given: list[float]) -> set[int]:
+    """For each far-end frame given (not silence), how many frames it is behind the speaker."""
+    found = set()
+    for j, g in enumerate(given):
+        if g < 1e-6:
+            continue  # a frame given as silence (underrun)
+        matches = [j - i for i, p in enumerate(played) if abs(p - g) <= 1e-6 * p]
+        assert len(matches) == 1, (j, matches)
+        found.add(matches[0])
+    return found
+
+
+def test_a_late_speaker_grows_the_reference_lead_once() -> None:
+    # The playout callback runs just before each capture callback, except twice, when the
+    # microphone's callback comes twice in a row before the speaker's two catch up.
+    schedule = "pc" * 10 + "cc" + "pp" + "pc" * 10 + "cc" + "pp" + "pc" * 10
+    played, given, counters = _reference_powers(schedule)
+    # The first time, four capture frames had no far end yet: each got silence and the reference
+    # slipped by a frame. That lead is kept, so the second time nothing is missing and the
+    # reference stays where it is: two alignments in all, and none forced.
+    assert counters["reference_underruns"] == 4
+    assert counters["reference_resyncs"] == 0
+    offsets = _offsets(played, given)
+    assert len(offsets) == 2
+    assert max(offsets) - min(offsets) == 4
+    late = [
+        j - i
+        for j, g in enumerate(given)
+        if g >= 1e-6
+        for i, p in enumerate(played)
+        if abs(p - g) <= 1e-6 * p
+    ]
+    assert late[-40:] == [max(offsets)] * 40  # everything after the first time
+
+
+def test_a_capture_stall_and_its_burst_do_not_move_the_reference() -> None:
+    # The microphone's callbacks stall for 160 ms while the speaker plays on (the far end runs
+    # past the 120 ms the reference may lead by), then come in a burst: the capture stream lost
+    # nothing, so the reference must stay where it was.
+    schedule = "pc" * 10 + "p" * 8 + "c" * 8 + "pc" * 10
+    played, given, counters = _reference_powers(schedule)
+    assert counters["reference_resyncs"] == 0
+    assert counters["reference_underruns"] == 0
+    assert len(_offsets(played, given)) == 1
+
+
+def test_a_speaker_that_stops_is_aligned_again_when_it_plays() -> None:
+    # The speaker stops for 200 ms (more than the 100 ms of slack): not jitter. The reference is
+    # aligned afresh when it plays again, once, with the lead it had.
+    schedule = "pc" * 10 + "c" * 10 + "pppp" + "pc" * 10
+    played, given, counters = _reference_powers(schedule)
+    assert counters["reference_resyncs"] == 1
+    assert counters["reference_underruns"] == 20
+    assert len(_offsets(played, given)) == 2  # one alignment before the stop, one after
+
+
+def _reply_heard_as_speech(echo_delay_ms: int, reported_delay_ms: int) -> bool:
+    """A reply after 3.5 s of silence comes back at -10 dB after echo_delay_ms; the canceller
+    (as `rtvoice talk` runs it: NS and AGC on) is told reported_delay_ms. Does the output hold
+    60 ms above -45 dBFS during the reply, what the simulator's VAD takes for the user?"""
+    from rtvoice.simulator.audio import speechlike
+
+    n = int(6.5 * RATE)
+    far = np.zeros(n, np.float32)
+    reply = speechlike(1.9, seed=33).astype(np.float32) / 32768
+    start = int(3.5 * RATE)
+    far[start : start + reply.size] = reply
+    d = int(echo_delay_ms * RATE / 1000)
+    mic = np.zeros(n, np.float32)
+    mic[d:] = far[: n - d] * 10 ** (-10 / 20)
+    mic += np.random.default_rng(1).standard_normal(n).astype(np.float32) * 10 ** (-75 / 20)
+    proc = AudioProcessor(RATE, backend="webrtc", stream_delay_ms=reported_delay_ms)
+    out = np.concatenate(
+        [proc.process(mic[k : k + FRAME], far[k : k + FRAME]) for k in range(0, n, FRAME)]
+    )
+    frames = out[start : start + 2 * RATE].reshape(-1, 2 * FRAME).astype(np.float64)
+    loud = 10 * np.log10((frames**2).mean(axis=1) + 1e-20) > -45.0
+    return any(loud[k : k + 3].all() for k in range(loud.size - 2))
+
+
+@pytest.mark.skipif(
+    "AEC3" not in voice_processing_libraries().get("webrtc", ""), reason="AEC3's behaviour"
+)
+@pytest.mark.parametrize("echo_delay_ms", [80, 200])
+def test_the_delay_given_to_the_canceller_errs_short_of_the_echo(echo_delay_ms: int) -> None:
+    vp = VoiceProcessing()
+    # Devices whose latencies leave echo_delay_ms once the reference has grown an 80 ms lead.
+    held_lead_ms = 80
+    assert held_lead_ms <= vp.reference_lead_ms + REFERENCE_SLACK_MS
+    latency_s = (echo_delay_ms + held_lead_ms) / 1000
+    given = stream_delay_for(vp, latency_s / 2, latency_s / 2)
+    assert given <= echo_delay_ms
+    assert not _reply_heard_as_speech(echo_delay_ms, given)
+    # Counting only the initial lead would tell the canceller 60 ms too much, and the start of
+    # the reply comes back through it.
+    assert _reply_heard_as_speech(
+        echo_delay_ms, echo_delay_ms + held_lead_ms - vp.reference_lead_ms
+    )
 
 
 def test_processing_stages_switch_at_runtime_but_not_the_backend() -> None:

@@ -55,6 +55,7 @@ struct ProcessingStats {
   // WebRTC backend: its own metrics (ERLE dB, delay median ms); NaN when unavailable.
   double backend_erle_db = std::numeric_limits<double>::quiet_NaN();
   int backend_delay_ms = -1;
+  int stream_delay_ms = 0;  // the delay given to the canceller (set_stream_delay_ms)
   // Levels of the last ~100 ms (dBFS, floor -120): the capture before and after processing and
   // the far end.
   double capture_dbfs = -120.0;

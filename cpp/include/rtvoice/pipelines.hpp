@@ -96,8 +96,10 @@ struct UplinkStats {
   double send_interval_sumsq_ms2 = 0.0;
   double send_interval_max_ms = 0.0;
   std::uint64_t send_intervals_over_30ms = 0;
-  // Voice processing (set_processing): far-end reference frames that were missing (played as
-  // silence to the canceller) and re-alignments after the reference ran too far ahead.
+  // Voice processing (set_processing): far-end reference frames that were missing (given to the
+  // canceller as silence; each one more frame of lead kept from then on) and (re-)alignments of
+  // the reference with the capture stream (the first when the speaker was ahead, then a speaker
+  // that stopped or stayed too far ahead).
   std::uint64_t reference_underruns = 0;
   std::uint64_t reference_resyncs = 0;
 };

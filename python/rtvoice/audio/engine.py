@@ -39,6 +39,7 @@ __all__ = [
     "VoiceProcessing",
     "apply_voice_processing",
     "recording_s",
+    "stream_delay_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -136,9 +137,11 @@ class VoiceProcessing:
 
     ``backend``: ``"webrtc"`` (WebRTC's audio processing module) or ``"speex"`` (SpeexDSP), None
     for the build's preferred one (:func:`rtvoice._core.voice_processing_backends`).
-    ``reference_lead_ms`` is how far the far-end reference is kept ahead of the capture stream;
-    ``stream_delay_ms`` the expected remaining echo delay (device latencies), which the WebRTC
-    backend's delay estimator refines. ``aec_suppression`` is the WebRTC canceller's
+    ``reference_lead_ms`` is how far the far-end reference is kept ahead of the capture stream
+    at first (it grows by a frame at each frame the speaker was late for, up to half of
+    ``reference_lead_ms + REFERENCE_SLACK_MS``); ``stream_delay_ms`` the expected remaining echo
+    delay (device latencies), which the WebRTC backend's delay estimator refines: better too
+    short than too long (:func:`stream_delay_for`). ``aec_suppression`` is the WebRTC canceller's
     suppression level (0 low, 1 moderate, 2 high: more residual echo removed, and more of the
     user's voice when both talk at once; with AEC3 it scales the suppressor's thresholds by 2, 1
     or 1/2), fixed when processing starts.
@@ -164,6 +167,22 @@ class VoiceProcessing:
             raise ValueError(f"stream_delay_ms must be 0..1000, not {self.stream_delay_ms}")
 
 
+# How much further than reference_lead_ms the far-end reference may run ahead of the capture
+# stream before it is re-aligned.
+REFERENCE_SLACK_MS = 100
+
+
+def stream_delay_for(vp: VoiceProcessing, input_latency_s: float, output_latency_s: float) -> int:
+    """The echo delay to give the canceller for devices with these latencies: what the most
+    lead the reference can have leaves of them. Too short is safe, the canceller's estimator
+    finds the rest; too long puts the far end after its own echo, and with AEC3 a reply's first
+    ~100 ms then came back as user speech (a 60 ms over-estimate did it on the benchmark's
+    delays; 200 ms under did not)."""
+    most_lead_ms = vp.reference_lead_ms + REFERENCE_SLACK_MS
+    latency_ms = round((input_latency_s + output_latency_s) * 1000)
+    return max(0, min(1000, latency_ms - most_lead_ms))
+
+
 def apply_voice_processing(uplink: Uplink, downlink: Downlink, vp: VoiceProcessing) -> None:
     """Turn on (or switch) the uplink's voice processing, with the downlink's render stream as
     the echo reference. Any thread; the capture thread picks it up at its next 10 ms frame."""
@@ -178,7 +197,9 @@ def apply_voice_processing(uplink: Uplink, downlink: Downlink, vp: VoiceProcessi
     )
     try:
         uplink.set_echo_reference(
-            downlink, lead_ms=vp.reference_lead_ms, max_lead_ms=vp.reference_lead_ms + 100
+            downlink,
+            lead_ms=vp.reference_lead_ms,
+            max_lead_ms=vp.reference_lead_ms + REFERENCE_SLACK_MS,
         )
     except RuntimeError as exc:  # set before: only the stages changed
         if "already has an echo reference" not in str(exc):

@@ -80,6 +80,15 @@ void init_processing(py::module_& m) {
         return out;
       },
       "Each backend's library and version, e.g. {'webrtc': 'webrtc-audio-processing 1.3 (AEC3)'}.");
+  m.def(
+      "aec3_tuning",
+      [] {
+        py::dict out;
+        for (const auto& [key, value] : aec3_tuning()) out[py::str(key)] = value;
+        return out;
+      },
+      "How the core configures AEC3 ({'delay_headroom_ms': 20, 'filter_ms': 72, ...}); empty "
+      "without AEC3 or where the library sets it up.");
 
   py::class_<PyAudioProcessor>(m, "AudioProcessor", R"doc(
 Capture-side voice processing in 10 ms frames of mono float32 audio: acoustic echo cancellation

@@ -188,6 +188,9 @@ bool process_frame(webrtc::AudioProcessing& apm, const webrtc::StreamConfig& str
 // which it starts and fully suppresses, scaled from the library's defaults (moderate) by 2 (low:
 // more of the near end kept in double-talk) or 1/2 (high: more residual echo removed), in both
 // of its tunings (the normal one and the one for a dominant near end).
+constexpr std::size_t kAec3HeadroomBlocks = 5;  // 4 ms blocks
+constexpr std::size_t kAec3FilterBlocks = 18;
+
 class Aec3Factory final : public webrtc::EchoControlFactory {
  public:
   explicit Aec3Factory(int suppression) {
@@ -198,8 +201,21 @@ class Aec3Factory final : public webrtc::EchoControlFactory {
       mask->enr_transparent *= scale;
       mask->enr_suppress *= scale;
     }
+    // The linear filter starts 20 ms before the delay the estimator found (the library's 2 ms
+    // headroom let the estimator's occasional late pick leave the echo's direct path outside
+    // the filter, and the whole reply through, in about 1 call in 12 through the audio-server
+    // loop; none in 110 with this), and is 18 blocks (72 ms) long so that it still reaches as
+    // far past that delay as the library's 13 did.
+    config_.delay.delay_headroom_samples = kAec3HeadroomBlocks * 64;
+    for (std::size_t* blocks :
+         {&config_.filter.refined.length_blocks, &config_.filter.coarse.length_blocks,
+          &config_.filter.refined_initial.length_blocks,
+          &config_.filter.coarse_initial.length_blocks}) {
+      *blocks = kAec3FilterBlocks;
+    }
     webrtc::EchoCanceller3Config::Validate(&config_);
   }
+  const webrtc::EchoCanceller3Config& config() const { return config_; }
   std::unique_ptr<webrtc::EchoControl> Create(int sample_rate_hz, int num_render_channels,
                                               int num_capture_channels) override {
     return std::make_unique<webrtc::EchoCanceller3>(config_, sample_rate_hz,
@@ -418,6 +434,19 @@ class SpeexBackend final : public AudioProcessor::Backend {
 #endif
 
 }  // namespace
+
+std::vector<std::pair<std::string, int>> aec3_tuning() {
+#if defined(RTVOICE_HAVE_WEBRTC_APM) && RTVOICE_WEBRTC_APM_MAJOR >= 1 && \
+    defined(RTVOICE_WEBRTC_AEC3_CONFIG)
+  const webrtc::EchoCanceller3Config& c = Aec3Factory(1).config();
+  // AEC3 works in 4 ms blocks of 64 samples at 16 kHz.
+  return {{"delay_headroom_ms", static_cast<int>(c.delay.delay_headroom_samples / 16)},
+          {"filter_ms", static_cast<int>(c.filter.refined.length_blocks * 4)},
+          {"coarse_filter_ms", static_cast<int>(c.filter.coarse.length_blocks * 4)}};
+#else
+  return {};  // no AEC3, or AEC3 as the library sets it up
+#endif
+}
 
 AudioProcessor::AudioProcessor(const ProcessingConfig& config)
     : config_(validated(config)),

@@ -19,6 +19,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rtvoice {
@@ -74,6 +75,9 @@ ProcessingBackend parse_backend(const std::string& name);
 std::vector<ProcessingBackend> available_backends();
 // The library behind a backend and its version, e.g. "webrtc-audio-processing 1.3 (AEC3)".
 std::string backend_library(ProcessingBackend backend);
+// How the core configures AEC3 (delay_headroom_ms, filter_ms, coarse_filter_ms); empty when
+// the build has no AEC3 or runs it as the library sets it up.
+std::vector<std::pair<std::string, int>> aec3_tuning();
 
 class AudioProcessor {
  public:

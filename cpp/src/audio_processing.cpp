@@ -438,7 +438,8 @@ class SpeexBackend final : public AudioProcessor::Backend {
 std::vector<std::pair<std::string, int>> aec3_tuning() {
 #if defined(RTVOICE_HAVE_WEBRTC_APM) && RTVOICE_WEBRTC_APM_MAJOR >= 1 && \
     defined(RTVOICE_WEBRTC_AEC3_CONFIG)
-  const webrtc::EchoCanceller3Config& c = Aec3Factory(1).config();
+  const Aec3Factory factory(1);
+  const webrtc::EchoCanceller3Config& c = factory.config();
   // AEC3 works in 4 ms blocks of 64 samples at 16 kHz.
   return {{"delay_headroom_ms", static_cast<int>(c.delay.delay_headroom_samples / 16)},
           {"filter_ms", static_cast<int>(c.filter.refined.length_blocks * 4)},

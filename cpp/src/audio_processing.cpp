@@ -184,13 +184,14 @@ bool process_frame(webrtc::AudioProcessing& apm, const webrtc::StreamConfig& str
 
 #if RTVOICE_WEBRTC_APM_MAJOR >= 1
 #ifdef RTVOICE_WEBRTC_AEC3_CONFIG
-// AEC3 with the suppression level applied to its suppressor: the echo-to-near-end ratios at
-// which it starts and fully suppresses, scaled from the library's defaults (moderate) by 2 (low:
-// more of the near end kept in double-talk) or 1/2 (high: more residual echo removed), in both
-// of its tunings (the normal one and the one for a dominant near end).
 constexpr std::size_t kAec3HeadroomBlocks = 5;  // 4 ms blocks
 constexpr std::size_t kAec3FilterBlocks = 18;
 
+// AEC3 with the suppression level applied to its suppressor: the echo-to-near-end ratios at
+// which it starts and fully suppresses, scaled from the library's defaults (moderate) by 2 (low:
+// more of the near end kept in double-talk) or 1/2 (high: more residual echo removed), in both
+// of its tunings (the normal one and the one for a dominant near end), and its linear filter
+// placed and sized as below.
 class Aec3Factory final : public webrtc::EchoControlFactory {
  public:
   explicit Aec3Factory(int suppression) {

@@ -12,8 +12,15 @@ the Uplink runs on the capture thread), with the reference being what the speake
 - near-end PESQ (wideband, at 16 kHz) in double-talk against the clean near-end, and the same
   chain run on the same near-end and noise with the far end silent: the drop is what the echo
   and its cancellation cost the user's voice;
+- "dt dB": in double-talk, the echo's power against that of the difference between the output
+  and the no-echo run's output (the echo left and the near end taken with it both count): what
+  the chain removes of the echo while keeping the user's voice;
 - CPU per 10 ms frame (thread time around each native call, median and mean) and the share of
   one core that is.
+
+Then what the double-talk target takes: the PESQ drop of an ideal canceller that attenuates the
+echo by a fixed amount and leaves the near end and noise untouched, on the device scenes, against
+the microphone without echo; the "dt dB" a backend would need.
 
 Configurations: "aec" (echo cancellation and high-pass; ERLE is the canceller's alone) and
 "full" (also noise suppression and AGC, as `rtvoice talk` runs it), each with the device path's
@@ -75,6 +82,7 @@ class Row:
     pesq_dt: float
     pesq_dt_no_echo: float
     pesq_mic: float
+    dt_erle_db: float
     cpu_us_median: float
     cpu_us_mean: float
 
@@ -150,6 +158,9 @@ def evaluate(backend: str, config: str, scene: Scene) -> Row:
     clean_out, _ = run(backend, config, scene.mic_without_echo, silent_far, delay)
     dt = scene.double_talk
     us = np.array(times[len(times) // 10 :]) / 1000.0  # after warm-up
+    # In double-talk, the echo against what the output differs by from the same chain's output
+    # without it: the echo left and the near end taken with it both count.
+    dt_erle = 10 * np.log10(_power(scene.echo[dt]) / _power(out[dt] - clean_out[dt]))
     return Row(
         backend=backend,
         config=config,
@@ -163,9 +174,26 @@ def evaluate(backend: str, config: str, scene: Scene) -> Row:
         pesq_dt=pesq16(scene.near[dt], out[dt]),
         pesq_dt_no_echo=pesq16(scene.near[dt], clean_out[dt]),
         pesq_mic=pesq16(scene.near[dt], scene.mic[dt]),
+        dt_erle_db=float(dt_erle),
         cpu_us_median=float(np.median(us)),
         cpu_us_mean=float(np.mean(us)),
     )
+
+
+IDEAL_ATTENUATION_DB = (10, 20, 25, 30, 35, 40)
+
+
+def ideal_drops(scenes: list[Scene]) -> dict[int, float]:
+    """Worst PESQ drop in double-talk over the scenes with the echo attenuated by each amount
+    and nothing else changed."""
+    worst = dict.fromkeys(IDEAL_ATTENUATION_DB, 0.0)
+    for scene in scenes:
+        dt = scene.double_talk
+        clean = pesq16(scene.near[dt], scene.mic_without_echo[dt])
+        for db in IDEAL_ATTENUATION_DB:
+            mic = scene.mic_without_echo[dt] + scene.echo[dt] * np.float32(10 ** (-db / 20))
+            worst[db] = max(worst[db], clean - pesq16(scene.near[dt], mic))
+    return worst
 
 
 def main() -> int:
@@ -191,7 +219,8 @@ def main() -> int:
     ]
     header = (
         f"{'backend':<7} {'config':<7} {'scene':<32} {'ERLE dB':>7} {'conv s':>6} "
-        f"{'PESQ dt':>7} {'no echo':>7} {'drop':>5} {'mic':>5} {'us/10ms':>8} {'mean':>6} "
+        f"{'PESQ dt':>7} {'no echo':>7} {'drop':>5} {'mic':>5} {'dt dB':>5} "
+        f"{'us/10ms':>8} {'mean':>6} "
         f"{'core %':>6}"
     )
     print(header)
@@ -201,6 +230,7 @@ def main() -> int:
         print(
             f"{r.backend:<7} {r.config:<7} {r.room:<32} {r.erle_db:7.1f} {conv:>6} "
             f"{r.pesq_dt:7.2f} {r.pesq_dt_no_echo:7.2f} {r.pesq_drop:5.2f} {r.pesq_mic:5.2f} "
+            f"{r.dt_erle_db:5.1f} "
             f"{r.cpu_us_median:8.1f} {r.cpu_us_mean:6.1f} {r.cpu_us_mean / 100:6.2f}"
         )
     print()
@@ -243,6 +273,28 @@ def main() -> int:
             f"{erle:.1f} dB, converged {conv_text}, PESQ drop {drop:.2f}, {core:.2f} % core: "
             f"{verdict}"
         )
+    drops = ideal_drops([s for s in scenes if not s.room.far_field])
+    needed = [db for db, drop in drops.items() if drop <= PESQ_DROP_TARGET]
+    print()
+    print(
+        "an ideal canceller in double-talk (the echo attenuated, the near end untouched), worst "
+        "device scene's PESQ drop: "
+        + ", ".join(f"{db} dB {drop:.2f}" for db, drop in drops.items())
+        + (
+            f"; the target takes {min(needed)} dB"
+            if needed
+            else f"; more than {max(drops)} dB for the target"
+        )
+    )
+    worst_dt = {
+        (r.backend, r.config): min(
+            x.dt_erle_db
+            for x in rows
+            if (x.backend, x.config) == (r.backend, r.config) and not x.far_field
+        )
+        for r in rows
+    }
+    print("worst device dt dB: " + ", ".join(f"{b} {c} {v:.1f}" for (b, c), v in worst_dt.items()))
     return 0
 
 

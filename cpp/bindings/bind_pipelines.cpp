@@ -1162,7 +1162,7 @@ thread; ``stats`` to any thread.
       .def("set_processing", &PyUplink::set_processing, py::kw_only(),
            py::arg("backend") = py::none(), py::arg("aec") = true,
            py::arg("noise_suppression") = true, py::arg("agc") = true, py::arg("high_pass") = true,
-           py::arg("stream_delay_ms") = 0, py::arg("speex_filter_ms") = 400,
+           py::arg("stream_delay_ms") = 0, py::arg("speex_filter_ms") = 200,
            py::arg("aec_suppression") = 1,
            "Any thread: echo cancellation, noise suppression, AGC and high-pass on the capture "
            "path (10 ms frames at the input rate, before resampling and encoding). The first "

@@ -114,7 +114,7 @@ capture thread; standalone for offline use and benchmarks. ``process`` belongs t
            }),
            py::arg("sample_rate") = 48000, py::kw_only(), py::arg("backend") = py::none(),
            py::arg("aec") = true, py::arg("noise_suppression") = true, py::arg("agc") = true,
-           py::arg("high_pass") = true, py::arg("speex_filter_ms") = 400,
+           py::arg("high_pass") = true, py::arg("speex_filter_ms") = 200,
            py::arg("stream_delay_ms") = 0,
            py::arg("aec_suppression") = ProcessingConfig{}.aec_suppression)
       .def("process", &PyAudioProcessor::process, py::arg("capture"),

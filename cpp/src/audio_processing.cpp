@@ -363,10 +363,20 @@ class WebRtcBackend final : public AudioProcessor::Backend {
 #endif
 
 #ifdef RTVOICE_HAVE_SPEEXDSP
+constexpr int kSpeexHeadroomMs = 20;
+constexpr int kSpeexMaxDelayMs = 1000;  // stream_delay_ms's own bound
+
 class SpeexBackend final : public AudioProcessor::Backend {
  public:
   SpeexBackend(const ProcessingConfig& c, std::size_t frame)
-      : frame_(frame), hpf_(c.sample_rate_hz, 80.0), cap_(frame), ref_(frame), out_(frame) {
+      : frame_(frame),
+        rate_(c.sample_rate_hz),
+        hpf_(c.sample_rate_hz, 80.0),
+        cap_(frame),
+        ref_(frame),
+        out_(frame),
+        delayed_(frame),
+        line_(static_cast<std::size_t>(c.sample_rate_hz) * kSpeexMaxDelayMs / 1000 + frame, 0.0f) {
     int rate = c.sample_rate_hz;
     echo_ =
         speex_echo_state_init(static_cast<int>(frame), c.sample_rate_hz / 1000 * c.speex_filter_ms);
@@ -402,13 +412,14 @@ class SpeexBackend final : public AudioProcessor::Backend {
     speex_preprocess_ctl(pre_, SPEEX_PREPROCESS_SET_ECHO_STATE, aec_ ? echo_ : nullptr);
   }
 
-  bool process(const float* render, float* capture, int /*stream_delay_ms*/) override {
+  bool process(const float* render, float* capture, int stream_delay_ms) override {
+    const float* reference = delay_line(render, stream_delay_ms);
     if (hpf_on_) hpf_.process(capture, frame_);
     if (!aec_ && !ns_ && !agc_) return true;
     to_int16(capture, cap_.data());
     spx_int16_t* result = cap_.data();
     if (aec_) {
-      to_int16(render, ref_.data());
+      to_int16(reference, ref_.data());
       speex_echo_cancellation(echo_, cap_.data(), ref_.data(), out_.data());
       result = out_.data();
     }
@@ -425,11 +436,39 @@ class SpeexBackend final : public AudioProcessor::Backend {
     }
   }
 
+  // MDF has no delay estimator: the far end goes through a delay line of the stream delay less
+  // kSpeexHeadroomMs (so that the filter starts before the echo's direct path even when the
+  // delay is told a little long), and the filter covers the room from there on. The line always
+  // runs, so that turning AEC on finds the last second of the far end in it.
+  const float* delay_line(const float* render, int stream_delay_ms) {
+    const std::size_t size = line_.size();
+    for (std::size_t i = 0; i < frame_; ++i) line_[(write_ + i) % size] = render[i];
+    write_ = (write_ + frame_) % size;
+    const int ms = std::clamp(stream_delay_ms - kSpeexHeadroomMs, 0, kSpeexMaxDelayMs);
+    const std::size_t delay = static_cast<std::size_t>(rate_) * static_cast<std::size_t>(ms) / 1000;
+    if (delay != delay_) {
+      // What the filter learnt belongs to the old alignment: start again (no allocation).
+      if (aec_ && frames_ > 0) speex_echo_state_reset(echo_);
+      delay_ = delay;
+    }
+    ++frames_;
+    if (delay == 0) return render;
+    // The frame that ends `delay` samples before the one just written.
+    const std::size_t start = (write_ + size - frame_ - delay) % size;
+    for (std::size_t i = 0; i < frame_; ++i) delayed_[i] = line_[(start + i) % size];
+    return delayed_.data();
+  }
+
   std::size_t frame_;
+  int rate_;
   HighPass hpf_;
   SpeexEchoState* echo_ = nullptr;
   SpeexPreprocessState* pre_ = nullptr;
   std::vector<spx_int16_t> cap_, ref_, out_;
+  std::vector<float> delayed_, line_;
+  std::size_t write_ = 0;
+  std::size_t delay_ = 0;
+  std::uint64_t frames_ = 0;
   bool aec_ = false, ns_ = false, agc_ = false, hpf_on_ = false;
 };
 #endif

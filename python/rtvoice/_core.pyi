@@ -307,7 +307,7 @@ class Uplink(metaclass=_pybind11_type):
         agc: bool = True,
         high_pass: bool = True,
         stream_delay_ms: int = 0,
-        speex_filter_ms: int = 400,
+        speex_filter_ms: int = 200,
         aec_suppression: int = 1,
     ) -> None: ...
     def set_echo_reference(
@@ -423,7 +423,7 @@ class AudioProcessor(metaclass=_pybind11_type):
         noise_suppression: bool = True,
         agc: bool = True,
         high_pass: bool = True,
-        speex_filter_ms: int = 400,
+        speex_filter_ms: int = 200,
         stream_delay_ms: int = 0,
         aec_suppression: int = 1,
     ) -> None: ...

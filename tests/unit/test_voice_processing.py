@@ -108,6 +108,33 @@ def test_the_suppression_level_changes_what_the_webrtc_canceller_removes() -> No
     assert kept[0] > kept[1] > kept[2], kept
 
 
+@pytest.mark.skipif("speex" not in BACKENDS, reason="no SpeexDSP backend in this build")
+def test_the_speex_canceller_reaches_an_echo_past_its_filter_through_the_stream_delay() -> None:
+    # MDF has no delay estimator and a 200 ms filter: an echo 300 ms late is out of its reach
+    # unless the far end goes through the delay line of the stream delay (less 20 ms).
+    far = _speechlike(6.0, seed=1)
+    mic = _echo(far, delay_ms=300)
+    tail = slice(3 * RATE, None)
+    removed = {}
+    for delay in (0, 300):
+        proc = AudioProcessor(
+            RATE, backend="speex", noise_suppression=False, agc=False, stream_delay_ms=delay
+        )
+        out = proc.process(mic, far)
+        removed[delay] = _power_db(mic[tail]) - _power_db(out[tail])
+        assert proc.stats["stream_delay_ms"] == delay
+    assert removed[0] < 3.0, removed
+    assert removed[300] > 15.0, removed
+    # Told at run time (as `rtvoice talk` does once the devices report their latencies): the
+    # filter starts again on the new alignment and converges.
+    proc = AudioProcessor(RATE, backend="speex", noise_suppression=False, agc=False)
+    before = proc.process(mic[: 3 * RATE], far[: 3 * RATE])
+    proc.set_stream_delay_ms(300)
+    after = proc.process(mic[3 * RATE :], far[3 * RATE :])
+    assert _power_db(mic[2 * RATE : 3 * RATE]) - _power_db(before[2 * RATE :]) < 3.0
+    assert _power_db(mic[4 * RATE :]) - _power_db(after[RATE:]) > 8.0
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_with_aec_off_the_echo_passes(backend: str) -> None:
     far = _speechlike(3.0, seed=1)

@@ -37,11 +37,12 @@ struct ProcessingConfig {
   // residual echo and more of the near end in double-talk (AEC3: its suppressor's thresholds
   // scaled by 2, 1 or 1/2; AEC2: its suppression level).
   int aec_suppression = 1;
-  // SpeexDSP only: the echo tail its adaptive filter covers (bulk delay included, as MDF has no
-  // delay estimator).
-  int speex_filter_ms = 400;
+  // SpeexDSP only: the echo tail its adaptive filter covers, from 20 ms before the stream delay
+  // on (MDF has no delay estimator: the far end reaches it through a delay line of the stream
+  // delay less those 20 ms).
+  int speex_filter_ms = 200;
   // The delay between a far-end frame given to the processor and its echo in the capture stream
-  // (WebRTC's set_stream_delay_ms; its delay-agnostic estimator refines it).
+  // (WebRTC's set_stream_delay_ms, which its delay estimator refines; SpeexDSP's delay line).
   int stream_delay_ms = 0;
 };
 

@@ -140,11 +140,12 @@ class VoiceProcessing:
     ``reference_lead_ms`` is how far the far-end reference is kept ahead of the capture stream
     at first (it grows by a frame at each frame the speaker was late for, up to half of
     ``reference_lead_ms + REFERENCE_SLACK_MS``); ``stream_delay_ms`` the expected remaining echo
-    delay (device latencies), which the WebRTC backend's delay estimator refines: better too
-    short than too long (:func:`stream_delay_for`). ``aec_suppression`` is the WebRTC canceller's
-    suppression level (0 low, 1 moderate, 2 high: more residual echo removed, and more of the
-    user's voice when both talk at once; with AEC3 it scales the suppressor's thresholds by 2, 1
-    or 1/2), fixed when processing starts.
+    delay (device latencies), which the WebRTC backend's delay estimator refines and the
+    SpeexDSP backend delays its reference by (less 20 ms; its 200 ms filter covers the room from
+    there): better too short than too long (:func:`stream_delay_for`). ``aec_suppression`` is
+    the WebRTC canceller's suppression level (0 low, 1 moderate, 2 high: more residual echo
+    removed, and more of the user's voice when both talk at once; with AEC3 it scales the
+    suppressor's thresholds by 2, 1 or 1/2), fixed when processing starts.
     """
 
     aec: bool = True

@@ -127,9 +127,10 @@ def test_talk_holds_a_conversation_through_the_devices(
     assert summary["device_rates_hz"] == [44100, 44100]
     # The callbacks ran natively on PortAudio's thread (no Python, no GIL).
     assert summary["native_callbacks"] is True
-    # One native call per device block, every block counted, none lost.
-    assert summary["uplink"]["device_blocks"] > 300
-    assert summary["downlink"]["device_blocks"] > 300
+    # One native call per device block, every block counted, none lost: at least 4 s of the
+    # 8 s call in 20 ms blocks (the sound server can take 2 s to get both streams going).
+    assert summary["uplink"]["device_blocks"] > 200
+    assert summary["downlink"]["device_blocks"] > 200
     assert summary["uplink"]["device_input_overflows"] == 0
     assert summary["uplink"]["frames_dropped"] == 0
     # --report: the call's QoE report, with its plots inline.

@@ -42,10 +42,13 @@ Kind = Literal["input", "output"]
 # converts (the Uplink's and Downlink's rate on WebRTC).
 DEVICE_RATE_HZ = 48000
 _NATIVE_RATES_HZ = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
-# A stream that has delivered no block for this long is reported as gone; before its first block
-# it has longer (a Bluetooth headset, or a busy sound server, can take seconds to start).
+# A stream that has delivered no block for this long is reported as gone; until it has delivered
+# STARTED_AUDIO_S of blocks it has longer (a Bluetooth headset, or a busy sound server, can take
+# seconds to start, and PulseAudio through ALSA primes a speaker with a few blocks, then holds it
+# for up to two seconds while it starts the microphone).
 STALL_S = 1.5
 START_STALL_S = 5.0
+STARTED_AUDIO_S = 0.5
 
 
 def import_sounddevice() -> Any:
@@ -310,7 +313,8 @@ class DeviceStreams:
                 self._last_blocks[kind] = blocks
                 self._last_progress_ns[kind] = now
             stalled_s = (now - self._last_progress_ns[kind]) / 1e9
-            limit_s = STALL_S if blocks > 0 else START_STALL_S
+            started = blocks * self.block_ms >= STARTED_AUDIO_S * 1000
+            limit_s = STALL_S if started else START_STALL_S
             if not stream.active or stalled_s > limit_s:
                 reason = (
                     "its stream stopped"

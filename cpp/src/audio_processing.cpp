@@ -185,7 +185,8 @@ bool process_frame(webrtc::AudioProcessing& apm, const webrtc::StreamConfig& str
 #if RTVOICE_WEBRTC_APM_MAJOR >= 1
 #ifdef RTVOICE_WEBRTC_AEC3_CONFIG
 constexpr std::size_t kAec3HeadroomBlocks = 5;  // 4 ms blocks
-constexpr std::size_t kAec3FilterBlocks = 18;
+constexpr std::size_t kAec3FilterBlocks = 36;
+constexpr std::size_t kAec3CoarseFilterBlocks = 18;
 
 // AEC3 with the suppression level applied to its suppressor: the echo-to-near-end ratios at
 // which it starts and fully suppresses, scaled from the library's defaults (moderate) by 2 (low:
@@ -205,14 +206,21 @@ class Aec3Factory final : public webrtc::EchoControlFactory {
     // The linear filter starts 20 ms before the delay the estimator found (the library's 2 ms
     // headroom let the estimator's occasional late pick leave the echo's direct path outside
     // the filter, and the whole reply through, in about 1 call in 12 through the audio-server
-    // loop; none in 110 with this), and is 18 blocks (72 ms) long so that it still reaches as
-    // far past that delay as the library's 13 did.
+    // loop; none in 110 with this). The refined filter is 36 blocks (144 ms) long: 18 (72 ms,
+    // the library's 52 past the delay) leave a room's reverberant tail to the suppressor, which
+    // on the benchmark's scenes (benchmarks/aec) kept 20-21 dB of ERLE across a living room or
+    // a hall where this reaches 27-28 dB from the first second. The coarse filter, which the
+    // refined one follows while converging, stays at 18 blocks (72 ms): longer, it adapts more
+    // noisily (24 blocks: the audio-server loop's echo removal fell from a median 40 to 33 dB and 2
+    // replies of 40 were heard; as long as the refined one, 50 and 50: 8-21 dB on the scenes).
     config_.delay.delay_headroom_samples = kAec3HeadroomBlocks * 64;
     for (std::size_t* blocks :
-         {&config_.filter.refined.length_blocks, &config_.filter.coarse.length_blocks,
-          &config_.filter.refined_initial.length_blocks,
-          &config_.filter.coarse_initial.length_blocks}) {
+         {&config_.filter.refined.length_blocks, &config_.filter.refined_initial.length_blocks}) {
       *blocks = kAec3FilterBlocks;
+    }
+    for (std::size_t* blocks :
+         {&config_.filter.coarse.length_blocks, &config_.filter.coarse_initial.length_blocks}) {
+      *blocks = kAec3CoarseFilterBlocks;
     }
     webrtc::EchoCanceller3Config::Validate(&config_);
   }

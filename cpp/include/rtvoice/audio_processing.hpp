@@ -54,7 +54,10 @@ struct ProcessingStats {
   // Capture power in / out over the last second of far-end activity (dB), smoothed; 0 before
   // any far-end signal. A live indicator of how much the chain removes while the far end talks.
   double echo_suppression_db = 0.0;
-  // WebRTC backend: its own metrics (ERLE dB, delay median ms); NaN when unavailable.
+  // WebRTC backend: its own metrics (ERLE dB, delay ms); NaN / -1 when unavailable. AEC3's ERLE
+  // is its estimate of what the linear filter removes, the figure its suppressor works from,
+  // capped by its config at 6 dB (what the chain removes is echo_suppression_db); its delay is
+  // where its filter starts, the headroom (20 ms) and about a block before the echo.
   double backend_erle_db = std::numeric_limits<double>::quiet_NaN();
   int backend_delay_ms = -1;
   int stream_delay_ms = 0;  // the delay given to the canceller (set_stream_delay_ms)

@@ -209,10 +209,11 @@ class Aec3Factory final : public webrtc::EchoControlFactory {
     // loop; none in 110 with this). The refined filter is 36 blocks (144 ms) long: 18 (72 ms,
     // the library's 52 past the delay) leave a room's reverberant tail to the suppressor, which
     // on the benchmark's scenes (benchmarks/aec) kept 20-21 dB of ERLE across a living room or
-    // a hall where this reaches 27-28 dB from the first second. The coarse filter, which the
+    // a hall where this reaches 26-28 dB from the first second. The coarse filter, which the
     // refined one follows while converging, stays at 18 blocks (72 ms): longer, it adapts more
-    // noisily (24 blocks: the audio-server loop's echo removal fell from a median 40 to 33 dB and 2
-    // replies of 40 were heard; as long as the refined one, 50 and 50: 8-21 dB on the scenes).
+    // noisily (24 blocks beside a 40-block refined one: the audio-server loop's echo removal fell
+    // from a median 40 to 33 dB and 2 replies of 40 were heard; 50 and 50: 8-21 dB on the
+    // scenes).
     config_.delay.delay_headroom_samples = kAec3HeadroomBlocks * 64;
     for (std::size_t* blocks :
          {&config_.filter.refined.length_blocks, &config_.filter.refined_initial.length_blocks}) {

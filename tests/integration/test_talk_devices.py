@@ -195,10 +195,10 @@ def _echo_trials(
 # 100-200 ms of the first reply got through in 9 of 39 measured calls, and the simulator's VAD
 # (-45 dBFS) took that for the user; with 1.3 (AEC3) as the library tunes it, a whole reply in
 # 9 of 111; as the core tunes it (aec3_tuning(): the linear filter from 20 ms before the
-# estimated delay), in none of 110. So the claim is made over several calls: at least four of
-# five keep the reply out (the user's turn is the only speech_started), where without AEC none
-# does. At a 2.7 % rate (the 95 % bound of 0 in 110) a correct build fails this about 0.7 % of
-# the time; at the library tuning's 8 %, about 5 %.
+# estimated delay), in none of 110 with its 72 ms filter and 1 of 70 with the 144 ms one it
+# has now. So the claim is made over several calls: at least four of five keep the reply out
+# (the user's turn is the only speech_started), where without AEC none does. At 1.4 % (1 in 70)
+# a correct build fails this about 0.2 % of the time; at the library tuning's 8 %, about 5 %.
 AEC_TRIALS = 5
 AEC_CLEAN_AT_LEAST = 4
 
